@@ -5,6 +5,7 @@ import { bootstrapRoutes } from "./routes/bootstrap";
 import { apiKeyRoutes } from "./routes/api-keys";
 import { deploymentRoutes } from "./routes/deployments";
 import { projectRoutes } from "./routes/projects";
+import { runnerConnectRoutes } from "./routes/runner-connect";
 import { runnerRoutes } from "./routes/runners";
 import { serviceRoutes } from "./routes/services";
 
@@ -21,6 +22,8 @@ export function createApp() {
   app.route("/api", projectRoutes);
   app.route("/api", serviceRoutes);
   app.route("/api", deploymentRoutes);
+  // Before runnerRoutes, whose /runners/{runnerId} would also match "connect".
+  app.route("/api", runnerConnectRoutes);
   app.route("/api", runnerRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "apiKey", {

@@ -48,7 +48,7 @@ export async function findDeployment(
 
 /** The secret that seals values at rest; refuses to run without one. */
 export function encryptionKey(env: Env): string {
-  const key = (env as { ENCRYPTION_KEY?: string }).ENCRYPTION_KEY;
+  const key = env.ENCRYPTION_KEY;
   if (!key) throw new Error("ENCRYPTION_KEY is not set: run `wrangler secret put ENCRYPTION_KEY`");
   return key;
 }

@@ -1,2 +1,511 @@
+/**
+ * RunnerChannel: one Durable Object per registered runner. It holds the
+ * runner's control WebSocket, offers it jobs under leases, relays its log
+ * lines to each deployment's DeploymentLog, and records results.
+ *
+ * Frames from one socket are handled strictly one after another: a frame's
+ * D1 and RPC awaits would otherwise let the next frame overtake it, and log
+ * lines must reach storage in the order the runner sent them.
+ */
 import { DurableObject } from "cloudflare:workers";
-export class RunnerChannel extends DurableObject<Env> {}
+import { and, asc, eq, isNull, or, sql } from "drizzle-orm";
+import {
+  PROTOCOL_VERSION,
+  parseFrame,
+  runnerFrame,
+  type Job,
+  type RunnerFrame,
+  type WorkerFrame,
+} from "../../schema/protocol";
+import { deployments, runners, services } from "../../schema/tables";
+import { announce, deploymentLog, transition } from "../deployments";
+import { newId } from "../ids";
+import { serviceEnv, type ServiceRow } from "../lookups";
+import { database, numberSetting } from "../router";
+
+type Lease = {
+  lease_id: string;
+  deployment_id: string;
+  service_id: string;
+  /** offered: waiting for job.accept; active: the runner works on it. */
+  state: "offered" | "active";
+  /** Epoch ms after which the lease is void without news from the runner. */
+  expires_at: number;
+};
+
+type QueuedJob = { deploymentId: string; commitSha: string | null; service: ServiceRow };
+
+const HEARTBEAT_INTERVAL_MS = 5_000;
+/** How long an offer waits for its accept before it is withdrawn. */
+const OFFER_TIMEOUT_MS = 15_000;
+/** How often the watchdog alarm looks at leases and queued work. */
+const WATCHDOG_INTERVAL_MS = 5_000;
+/** D1 heartbeat writes are throttled to one per this interval. */
+const HEARTBEAT_WRITE_INTERVAL_MS = 15_000;
+const CLOSE_REPLACED = 4000;
+const CLOSE_PROTOCOL = 4001;
+
+export class RunnerChannel extends DurableObject<Env> {
+  #sql: SqlStorage;
+  /** The tail of the chain that serialises frames, pokes and alarms. */
+  #queue: Promise<unknown> = Promise.resolve();
+  #lastHeartbeatWrite = 0;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#sql = ctx.storage.sql;
+    this.#sql.exec(`
+      CREATE TABLE IF NOT EXISTS leases (
+        lease_id TEXT PRIMARY KEY,
+        deployment_id TEXT NOT NULL UNIQUE,
+        service_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    `);
+  }
+
+  // ── Entry points ──────────────────────────────────────────────────────────
+
+  /** Accepts the runner's WebSocket; the Worker has already checked its token. */
+  async fetch(request: Request): Promise<Response> {
+    const runnerId = request.headers.get("X-Aeroplane-Runner-Id");
+    if (!runnerId || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("Expected a runner WebSocket", { status: 400 });
+    }
+    this.#setFact("runnerId", runnerId);
+
+    // One control socket per runner: the newest connection wins.
+    for (const old of this.ctx.getWebSockets()) {
+      old.close(CLOSE_REPLACED, "Replaced by a newer connection");
+    }
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    await this.#scheduleWatchdog();
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Called when work for this runner may have appeared. */
+  async poke(): Promise<void> {
+    await this.#serially(() => this.#dispatch());
+  }
+
+  /** Tells the runner to stop the deployment's work and clean up. */
+  async abort(deploymentId: string): Promise<void> {
+    await this.#serially(async () => {
+      const lease = this.#leaseOf(deploymentId);
+      if (!lease) return;
+      if (lease.state === "offered") {
+        this.#dropLease(lease.lease_id);
+        this.#send({ type: "job.cancel", deploymentId, leaseId: lease.lease_id });
+      } else {
+        this.#send({ type: "job.abort", deploymentId, leaseId: lease.lease_id });
+      }
+    });
+  }
+
+  async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const frame = parseFrame(runnerFrame, message);
+    if (!frame) {
+      console.error("RunnerChannel:webSocketMessage", "unparseable frame", String(message).slice(0, 200));
+      ws.close(CLOSE_PROTOCOL, "Unparseable frame");
+      return;
+    }
+    await this.#serially(() => this.#handle(ws, frame));
+  }
+
+  async webSocketClose(ws: WebSocket): Promise<void> {
+    await this.#serially(() => this.#markOfflineIfGone(ws));
+  }
+
+  async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    console.error("RunnerChannel:webSocketError", error);
+    await this.#serially(() => this.#markOfflineIfGone(ws));
+  }
+
+  /** The watchdog: voids lapsed leases and retries queued work. */
+  async alarm(): Promise<void> {
+    await this.#serially(async () => {
+      await this.#expireLeases();
+      await this.#dispatch();
+    });
+    await this.#scheduleWatchdog();
+  }
+
+  // ── Frames ────────────────────────────────────────────────────────────────
+
+  async #handle(ws: WebSocket, frame: RunnerFrame): Promise<void> {
+    switch (frame.type) {
+      case "hello":
+        return this.#hello(ws, frame);
+      case "heartbeat":
+        return this.#heartbeat(frame.leaseIds);
+      case "job.accept":
+        return this.#accept(frame.deploymentId, frame.leaseId);
+      case "job.reject":
+        return this.#reject(frame.deploymentId, frame.leaseId, frame.reason);
+      case "job.phase":
+        return this.#phase(frame);
+      case "logs":
+        return this.#logs(frame);
+      case "job.result":
+        return this.#result(frame);
+    }
+  }
+
+  async #hello(ws: WebSocket, frame: Extract<RunnerFrame, { type: "hello" }>) {
+    if (frame.protocol !== PROTOCOL_VERSION) {
+      ws.close(CLOSE_PROTOCOL, `Protocol ${frame.protocol} is not supported`);
+      return;
+    }
+    this.#setFact("capacity", String(frame.capacity));
+    const known = new Set(this.#leases().map((l) => l.lease_id));
+    // A lease the runner still holds but we forgot (lapsed, finished) is void:
+    // telling the runner so is what prevents a silent second run.
+    const unknownLeaseIds = frame.leases
+      .map((l) => l.leaseId)
+      .filter((id) => !known.has(id));
+    // Offers the runner never heard of died with the old connection.
+    const held = new Set(frame.leases.map((l) => l.leaseId));
+    for (const lease of this.#leases()) {
+      if (lease.state === "offered" && !held.has(lease.lease_id)) this.#dropLease(lease.lease_id);
+    }
+    this.#renew(frame.leases.map((l) => l.leaseId));
+
+    await database(this.env)
+      .update(runners)
+      .set({
+        online: true,
+        version: frame.version,
+        capacity: frame.capacity,
+        lastHeartbeatAt: new Date().toISOString(),
+      })
+      .where(eq(runners.id, this.#runnerId()));
+    this.#send({
+      type: "welcome",
+      runnerId: this.#runnerId(),
+      heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+      unknownLeaseIds,
+    });
+    await this.#dispatch();
+  }
+
+  async #heartbeat(leaseIds: string[]) {
+    this.#renew(leaseIds);
+    const now = Date.now();
+    if (now - this.#lastHeartbeatWrite < HEARTBEAT_WRITE_INTERVAL_MS) return;
+    this.#lastHeartbeatWrite = now;
+    await database(this.env)
+      .update(runners)
+      .set({ online: true, lastHeartbeatAt: new Date(now).toISOString() })
+      .where(eq(runners.id, this.#runnerId()));
+  }
+
+  async #accept(deploymentId: string, leaseId: string) {
+    const lease = this.#lease(leaseId);
+    if (!lease || lease.state !== "offered" || lease.deployment_id !== deploymentId) {
+      this.#send({ type: "job.cancel", deploymentId, leaseId });
+      return;
+    }
+    let started = false;
+    try {
+      started = await transition(this.env, deploymentId, ["queued"], "building", {
+        startedAt: new Date().toISOString(),
+        runnerId: this.#runnerId(),
+        leaseId,
+        imageTag: imageTagOf(lease.service_id, deploymentId),
+      }, [{ line: `Runner ${this.#runnerId()} accepted the deployment` }]);
+    } catch (error) {
+      // The one-building-per-service index refused it: another build runs.
+      console.error("RunnerChannel:accept", deploymentId, error);
+    }
+    if (!started) {
+      this.#dropLease(leaseId);
+      this.#send({ type: "job.cancel", deploymentId, leaseId });
+      return;
+    }
+    this.#sql.exec(
+      "UPDATE leases SET state = 'active', expires_at = ? WHERE lease_id = ?",
+      Date.now() + this.#leaseTimeoutMs(),
+      leaseId,
+    );
+    this.#send({ type: "job.start", deploymentId, leaseId });
+  }
+
+  async #reject(deploymentId: string, leaseId: string, reason: string) {
+    if (!this.#lease(leaseId)) return;
+    this.#dropLease(leaseId);
+    // The job stays queued; it is offered again by a later watchdog round.
+    this.#setFact(`rejected:${deploymentId}`, String(Date.now()));
+    await deploymentLog(this.env, deploymentId).appendPlatform([
+      { line: `Runner ${this.#runnerId()} cannot take the job yet: ${reason}`, stream: "stderr" },
+    ]);
+  }
+
+  async #phase(frame: Extract<RunnerFrame, { type: "job.phase" }>) {
+    if (!frame.commitSha) return;
+    await database(this.env)
+      .update(deployments)
+      .set({ commitSha: frame.commitSha })
+      .where(and(eq(deployments.id, frame.deploymentId), eq(deployments.leaseId, frame.leaseId)));
+  }
+
+  async #logs(frame: Extract<RunnerFrame, { type: "logs" }>) {
+    const log = deploymentLog(this.env, frame.deploymentId);
+    const seq = await log.appendRunner(frame.leaseId, frame.lines);
+    this.#send({ type: "logs.ack", deploymentId: frame.deploymentId, leaseId: frame.leaseId, seq });
+  }
+
+  async #result(frame: Extract<RunnerFrame, { type: "job.result" }>) {
+    const { deploymentId, leaseId } = frame;
+    const db = database(this.env);
+    const row = await db.query.deployments.findFirst({ where: eq(deployments.id, deploymentId) });
+    let accepted = false;
+    if (row && row.leaseId === leaseId) {
+      accepted = await this.#recordResult(row.serviceId, frame);
+      // Aborted while the runner finished: the abort already won, which is
+      // all the runner needs to know to clean up or roll back.
+      if (!accepted && frame.outcome !== "running") accepted = true;
+    }
+    this.#dropLease(leaseId);
+    this.#send({ type: "job.result.ack", deploymentId, leaseId, accepted });
+    await this.#dispatch();
+  }
+
+  async #recordResult(
+    serviceId: string,
+    frame: Extract<RunnerFrame, { type: "job.result" }>,
+  ): Promise<boolean> {
+    const { deploymentId, commitSha } = frame;
+    const commit = commitSha ? { commitSha } : {};
+    if (frame.outcome === "failed") {
+      return transition(this.env, deploymentId, ["building"], "failed", {
+        ...commit,
+        failureReason: frame.reason ?? "The deployment failed",
+      });
+    }
+    if (frame.outcome === "aborted") {
+      return transition(this.env, deploymentId, ["building"], "aborted", commit);
+    }
+    const live = await transition(this.env, deploymentId, ["building"], "running", {
+      ...commit,
+      containerName: stableContainerOf(serviceId),
+    });
+    if (live) {
+      const replaced = await database(this.env)
+        .update(deployments)
+        .set({ status: "superseded", finishedAt: new Date().toISOString() })
+        .where(
+          and(
+            eq(deployments.serviceId, serviceId),
+            eq(deployments.status, "running"),
+            sql`${deployments.id} != ${deploymentId}`,
+          ),
+        )
+        .returning({ id: deployments.id });
+      await Promise.all(
+        replaced.map(({ id }) =>
+          announce(this.env, id, "superseded", [{ line: `Replaced by ${deploymentId}` }]),
+        ),
+      );
+    }
+    return live;
+  }
+
+  // ── Dispatch and leases ───────────────────────────────────────────────────
+
+  /** Offers queued deployments while the runner has free slots. */
+  async #dispatch(): Promise<void> {
+    if (this.ctx.getWebSockets().length === 0 || this.#fact("capacity") === null) return;
+    const leases = this.#leases();
+    let free = Number(this.#fact("capacity")) - leases.length;
+    if (free <= 0) return;
+
+    const busy = new Set(leases.map((l) => l.service_id));
+    for (const candidate of await this.#queued()) {
+      if (free <= 0) break;
+      if (busy.has(candidate.service.id)) continue;
+      const rejectedAt = Number(this.#fact(`rejected:${candidate.deploymentId}`) ?? 0);
+      if (Date.now() - rejectedAt < OFFER_TIMEOUT_MS) continue;
+
+      const leaseId = newId("lse");
+      this.#sql.exec(
+        "INSERT INTO leases (lease_id, deployment_id, service_id, state, expires_at) VALUES (?, ?, ?, 'offered', ?)",
+        leaseId,
+        candidate.deploymentId,
+        candidate.service.id,
+        Date.now() + OFFER_TIMEOUT_MS,
+      );
+      busy.add(candidate.service.id);
+      free -= 1;
+      this.#send({ type: "job.offer", job: await this.#job(leaseId, candidate) });
+    }
+  }
+
+  /** Queued deployments for this runner whose service has nothing building. */
+  async #queued(): Promise<QueuedJob[]> {
+    const db = database(this.env);
+    const runnerId = this.#runnerId();
+    const [oldest] = await db
+      .select({ id: runners.id })
+      .from(runners)
+      .orderBy(asc(runners.createdAt), asc(runners.id))
+      .limit(1);
+    // Services with no runner of their own go to the oldest runner.
+    const mine =
+      oldest?.id === runnerId
+        ? or(eq(services.runnerId, runnerId), isNull(services.runnerId))
+        : eq(services.runnerId, runnerId);
+    return db
+      .select({
+        deploymentId: deployments.id,
+        commitSha: deployments.commitSha,
+        service: services,
+      })
+      .from(deployments)
+      .innerJoin(services, eq(services.id, deployments.serviceId))
+      .where(
+        and(
+          eq(deployments.status, "queued"),
+          mine,
+          sql`NOT EXISTS (SELECT 1 FROM deployments AS b
+                WHERE b.service_id = ${deployments.serviceId} AND b.status = 'building')`,
+        ),
+      )
+      .orderBy(asc(deployments.createdAt))
+      .limit(100);
+  }
+
+  async #job(leaseId: string, { deploymentId, commitSha, service }: QueuedJob): Promise<Job> {
+    return {
+      deploymentId,
+      leaseId,
+      serviceId: service.id,
+      repoUrl: service.repoUrl,
+      branch: service.branch,
+      commitSha,
+      rootDir: service.rootDir,
+      dockerfilePath: service.dockerfilePath,
+      internalPort: service.internalPort,
+      hostPort: service.hostPort,
+      healthCheckPath: service.healthCheckPath,
+      env: await serviceEnv(this.env, service),
+      imageTag: imageTagOf(service.id, deploymentId),
+      containerName: stableContainerOf(service.id),
+      buildTimeoutMs: numberSetting(this.env, "BUILD_TIMEOUT_MS", 30 * 60_000),
+      healthCheckTimeoutMs: numberSetting(this.env, "HEALTH_CHECK_TIMEOUT_MS", 60_000),
+    };
+  }
+
+  /** Voids offers nobody accepted and active leases whose runner went quiet. */
+  async #expireLeases(): Promise<void> {
+    const now = Date.now();
+    for (const lease of this.#leases()) {
+      if (lease.expires_at > now) continue;
+      this.#dropLease(lease.lease_id);
+      if (lease.state === "offered") continue;
+      const seconds = Math.round(this.#leaseTimeoutMs() / 1000);
+      await transition(this.env, lease.deployment_id, ["building"], "failed", {
+        failureReason: `runner lost: no heartbeat for ${seconds} s`,
+      }, [{
+        line: `Runner lost: no heartbeat from runner ${this.#runnerId()} for ${seconds} s; the deployment failed and will not be retried silently`,
+        stream: "stderr",
+      }]);
+    }
+  }
+
+  #renew(leaseIds: string[]): void {
+    const expiresAt = Date.now() + this.#leaseTimeoutMs();
+    for (const leaseId of leaseIds) {
+      this.#sql.exec(
+        "UPDATE leases SET expires_at = ? WHERE lease_id = ? AND state = 'active'",
+        expiresAt,
+        leaseId,
+      );
+    }
+  }
+
+  async #markOfflineIfGone(closed: WebSocket): Promise<void> {
+    const others = this.ctx.getWebSockets().filter((ws) => ws !== closed);
+    if (others.length > 0) return;
+    await database(this.env)
+      .update(runners)
+      .set({ online: false })
+      .where(eq(runners.id, this.#runnerId()));
+  }
+
+  // ── Plumbing ──────────────────────────────────────────────────────────────
+
+  #serially<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task);
+    this.#queue = run.catch((error) => console.error("RunnerChannel:task", error));
+    return run;
+  }
+
+  #send(frame: WorkerFrame): void {
+    const text = JSON.stringify(frame);
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.send(text);
+      } catch (error) {
+        console.error("RunnerChannel:send", frame.type, error);
+      }
+    }
+  }
+
+  async #scheduleWatchdog(): Promise<void> {
+    const active = this.ctx.getWebSockets().length > 0 || this.#leases().length > 0;
+    if (active && (await this.ctx.storage.getAlarm()) === null) {
+      await this.ctx.storage.setAlarm(Date.now() + WATCHDOG_INTERVAL_MS);
+    }
+  }
+
+  #leaseTimeoutMs(): number {
+    return numberSetting(this.env, "LEASE_TIMEOUT_MS", 30_000);
+  }
+
+  #leases(): Lease[] {
+    return this.#sql.exec<Lease>("SELECT * FROM leases").toArray();
+  }
+
+  #lease(leaseId: string): Lease | undefined {
+    return this.#sql.exec<Lease>("SELECT * FROM leases WHERE lease_id = ?", leaseId).toArray()[0];
+  }
+
+  #leaseOf(deploymentId: string): Lease | undefined {
+    return this.#sql
+      .exec<Lease>("SELECT * FROM leases WHERE deployment_id = ?", deploymentId)
+      .toArray()[0];
+  }
+
+  #dropLease(leaseId: string): void {
+    this.#sql.exec("DELETE FROM leases WHERE lease_id = ?", leaseId);
+  }
+
+  #runnerId(): string {
+    const id = this.#fact("runnerId");
+    if (!id) throw new Error("RunnerChannel used before a runner connected");
+    return id;
+  }
+
+  #fact(key: string): string | null {
+    return (
+      this.#sql.exec<{ value: string }>("SELECT value FROM facts WHERE key = ?", key).toArray()[0]
+        ?.value ?? null
+    );
+  }
+
+  #setFact(key: string, value: string): void {
+    this.#sql.exec(
+      "INSERT INTO facts (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      key,
+      value,
+    );
+  }
+}
+
+export const imageTagOf = (serviceId: string, deploymentId: string) =>
+  `aeroplane-${serviceId}-${deploymentId}`;
+
+export const stableContainerOf = (serviceId: string) => `aeroplane-${serviceId}-stable`;

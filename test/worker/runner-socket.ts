@@ -1,0 +1,72 @@
+/**
+ * A scripted runner for workerd tests: it speaks the real protocol over a
+ * real WebSocket to the Worker's `/api/runners/connect`.
+ */
+import { SELF } from "cloudflare:test";
+import { expect } from "vitest";
+import {
+  PROTOCOL_VERSION,
+  parseFrame,
+  workerFrame,
+  type RunnerFrame,
+  type WorkerFrame,
+} from "../../schema/protocol";
+
+export class ScriptedRunner {
+  #inbox: WorkerFrame[] = [];
+  #waiters: (() => void)[] = [];
+
+  private constructor(readonly socket: WebSocket) {
+    socket.addEventListener("message", (event) => {
+      const frame = parseFrame(workerFrame, event.data);
+      expect(frame, `unparseable frame ${String(event.data)}`).not.toBeNull();
+      this.#inbox.push(frame!);
+      for (const wake of this.#waiters.splice(0)) wake();
+    });
+  }
+
+  static async connect(token: string): Promise<ScriptedRunner> {
+    const res = await SELF.fetch("http://aeroplane.test/api/runners/connect", {
+      headers: { Upgrade: "websocket", Authorization: `Bearer ${token}` },
+    });
+    expect(res.status).toBe(101);
+    const socket = res.webSocket!;
+    socket.accept();
+    return new ScriptedRunner(socket);
+  }
+
+  send(frame: RunnerFrame): void {
+    this.socket.send(JSON.stringify(frame));
+  }
+
+  hello(capacity = 2, leases: { deploymentId: string; leaseId: string }[] = []): void {
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, version: "test", capacity, leases });
+  }
+
+  /** Waits for the next frame of `type`, skipping (and keeping) others. */
+  async next<T extends WorkerFrame["type"]>(
+    type: T,
+    timeoutMs = 5_000,
+  ): Promise<Extract<WorkerFrame, { type: T }>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const index = this.#inbox.findIndex((f) => f.type === type);
+      if (index >= 0) return this.#inbox.splice(index, 1)[0] as Extract<WorkerFrame, { type: T }>;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`No ${type} frame within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        setTimeout(resolve, left);
+      });
+    }
+  }
+
+  /** Frames of `type` received so far and not yet consumed. */
+  pending(type: WorkerFrame["type"]): WorkerFrame[] {
+    return this.#inbox.filter((f) => f.type === type);
+  }
+
+  close(): void {
+    this.socket.close(1000, "done");
+  }
+}
