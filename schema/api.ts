@@ -63,8 +63,9 @@ const serviceFields = {
     .string()
     .min(1)
     .max(2000)
-    .refine((u) => /^(https?|git|ssh):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u), {
-      message: "must be an http(s), git or ssh repository URL",
+    .refine((u) => /^(https?|git|ssh|file):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u), {
+      // file:// is refused by runners unless started with --allow-file-repos.
+      message: "must be an http(s), git, ssh or file repository URL",
     }),
   branch: z.string().min(1).max(255).regex(/^[^\s~^:?*[\\]+$/, "not a valid branch name"),
   rootDir: repoPath,
