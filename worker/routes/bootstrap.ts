@@ -6,7 +6,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { apiKey, bootstrapBody } from "../../schema/api";
 import { apiKeys, installation } from "../../schema/tables";
 import { hashSecret, timingSafeEqual } from "../crypto";
-import { isUniqueViolation } from "../db-errors";
+import { isUniqueViolation } from "../sql";
 import { ApiError, conflict, ErrorCode } from "../errors";
 import { newId, newSecret } from "../ids";
 import { errorResponses, jsonBody, jsonResponse } from "../openapi";

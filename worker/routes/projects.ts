@@ -2,7 +2,7 @@
  * Projects: named groups of services, and the unit of API key scope.
  */
 import { createRoute, z } from "@hono/zod-openapi";
-import { and, asc, eq, inArray, notExists } from "drizzle-orm";
+import { and, eq, inArray, notExists } from "drizzle-orm";
 import { createProjectBody, project, updateProjectBody } from "../../schema/api";
 import { projects, services } from "../../schema/tables";
 import { requireAccess } from "../auth";
@@ -12,6 +12,7 @@ import { findProject } from "../lookups";
 import { authErrors, errorResponses, idParam, jsonBody, jsonResponse } from "../openapi";
 import { database, newRouter } from "../router";
 import { projectJson } from "../serializers";
+import { oldestFirst } from "../sql";
 
 const projectEnvelope = z.object({ project });
 const projectParams = z.object({ projectId: idParam("prj_4k2v8w0c1x9q7m3z") });
@@ -106,7 +107,7 @@ export const projectRoutes = newRouter()
       .select()
       .from(projects)
       .where(scope === null ? undefined : inArray(projects.id, scope))
-      .orderBy(asc(projects.createdAt), asc(projects.id));
+      .orderBy(...oldestFirst(projects.createdAt));
     return c.json({ projects: rows.map(projectJson) }, 200);
   })
 
