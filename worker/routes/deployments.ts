@@ -4,12 +4,7 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { desc, eq } from "drizzle-orm";
-import {
-  createDeploymentBody,
-  deployment,
-  errorBody,
-  logLine,
-} from "../../schema/api";
+import { createDeploymentBody, deployment, logLine } from "../../schema/api";
 import { deployments } from "../../schema/tables";
 import { requireAccess } from "../auth";
 import {
@@ -21,23 +16,15 @@ import {
 } from "../deployments";
 import { conflict } from "../errors";
 import { newId } from "../ids";
+import { authErrors, errorResponses, idParam, jsonResponse } from "../openapi";
 import { findDeployment, findService } from "../lookups";
 import { database, newRouter } from "../router";
 
 export const deploymentRoutes = newRouter();
 
-const errors = {
-  400: { description: "Invalid request", content: { "application/json": { schema: errorBody } } },
-  401: { description: "No or bad API key", content: { "application/json": { schema: errorBody } } },
-  403: { description: "Key lacks access", content: { "application/json": { schema: errorBody } } },
-  404: { description: "Not found", content: { "application/json": { schema: errorBody } } },
-};
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
-const serviceParams = z.object({ serviceId: z.string().min(1).max(64) });
-const deploymentParams = z.object({ deploymentId: z.string().min(1).max(64) });
+const errors = errorResponses(400, ...authErrors, 404);
+const serviceParams = z.object({ serviceId: idParam("svc_web") });
+const deploymentParams = z.object({ deploymentId: idParam("dep_123") });
 
 deploymentRoutes.openapi(
   createRoute({
@@ -49,7 +36,7 @@ deploymentRoutes.openapi(
       body: { content: { "application/json": { schema: createDeploymentBody } }, required: false },
     },
     responses: {
-      201: json(z.object({ deployment }), "The queued deployment"),
+      201: jsonResponse(z.object({ deployment }), "The queued deployment"),
       ...errors,
     },
   }),
@@ -75,7 +62,7 @@ deploymentRoutes.openapi(
       query: z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) }),
     },
     responses: {
-      200: json(z.object({ deployments: z.array(deployment) }), "Newest first"),
+      200: jsonResponse(z.object({ deployments: z.array(deployment) }), "Newest first"),
       ...errors,
     },
   }),
@@ -97,7 +84,7 @@ deploymentRoutes.openapi(
     path: "/deployments/{deploymentId}",
     middleware: [requireAccess("read")] as const,
     request: { params: deploymentParams },
-    responses: { 200: json(z.object({ deployment }), "The deployment"), ...errors },
+    responses: { 200: jsonResponse(z.object({ deployment }), "The deployment"), ...errors },
   }),
   async (c) => {
     const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);
@@ -112,9 +99,9 @@ deploymentRoutes.openapi(
     middleware: [requireAccess("write")] as const,
     request: { params: deploymentParams },
     responses: {
-      200: json(z.object({ accepted: z.literal(true) }), "The abort is under way"),
-      409: json(errorBody, "The deployment is past aborting"),
+      200: jsonResponse(z.object({ accepted: z.literal(true) }), "The abort is under way"),
       ...errors,
+      ...errorResponses(409),
     },
   }),
   async (c) => {
@@ -158,7 +145,7 @@ deploymentRoutes.openapi(
         limit: z.coerce.number().int().min(1).max(100_000).default(100_000),
       }),
     },
-    responses: { 200: json(z.object({ logs: z.array(logLine) }), "Log lines, oldest first"), ...errors },
+    responses: { 200: jsonResponse(z.object({ logs: z.array(logLine) }), "Log lines, oldest first"), ...errors },
   }),
   async (c) => {
     const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);

@@ -1,0 +1,141 @@
+/**
+ * The whole system for end-to-end tests: the real Worker in `wrangler dev`
+ * with its own persisted state, and real runner processes, talking over
+ * real sockets. Requests are made the way a curl user would make them.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  ControlPlane,
+  applyMigrations,
+  bootstrap,
+  freePort,
+  projectRoot,
+} from "../../../scripts/local-control-plane";
+
+export type ApiResponse = { status: number; body: any };
+
+export class TestSystem {
+  readonly controlPlane: ControlPlane;
+  adminKey = "";
+  #runners = new Set<ChildProcess>();
+  #persistDir: string;
+
+  private constructor(port: number, persistDir: string, vars: Record<string, string>) {
+    this.#persistDir = persistDir;
+    this.controlPlane = new ControlPlane({
+      port,
+      persistDir,
+      vars: {
+        BOOTSTRAP_TOKEN: "e2e-bootstrap-token",
+        ENCRYPTION_KEY: "e2e-encryption-key",
+        SSE_PING_INTERVAL_MS: "250",
+        ...vars,
+      },
+      output: process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore",
+    });
+  }
+
+  get url(): string {
+    return this.controlPlane.url;
+  }
+
+  /** Starts a fresh control plane and mints its admin key. */
+  static async start(vars: Record<string, string> = {}): Promise<TestSystem> {
+    const persistDir = mkdtempSync(join(tmpdir(), "aeroplane-e2e-"));
+    applyMigrations(persistDir);
+    const system = new TestSystem(await freePort(), persistDir, vars);
+    await system.controlPlane.start();
+    const key = await bootstrap(system.url, "e2e-bootstrap-token");
+    if (!key) throw new Error("A fresh control plane was already bootstrapped");
+    system.adminKey = key;
+    return system;
+  }
+
+  async api(method: string, path: string, body?: unknown, key = this.adminKey): Promise<ApiResponse> {
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers: {
+        Authorization: `Bearer ${key}`,
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null };
+  }
+
+  /** Like {@link api}, but throws unless the status is `expected`. */
+  async ok(method: string, path: string, body?: unknown, expected = 200): Promise<any> {
+    const res = await this.api(method, path, body);
+    if (res.status !== expected) {
+      throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+    }
+    return res.body;
+  }
+
+  /** Registers a runner and returns its token. */
+  async registerRunner(name = "e2e", capacity = 2): Promise<{ id: string; token: string }> {
+    const { runner, token } = await this.ok("POST", "/api/runners", { name, capacity }, 201);
+    return { id: runner.id, token };
+  }
+
+  /** Starts a runner process; its output goes to stderr when verbose. */
+  startRunner(token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", join(projectRoot, "runner/main.ts"), ...args],
+      {
+        cwd: projectRoot,
+        env: {
+          ...process.env,
+          AEROPLANE_URL: this.url,
+          AEROPLANE_RUNNER_TOKEN: token,
+          AEROPLANE_LOG_LEVEL: process.env.AEROPLANE_TEST_VERBOSE ? "debug" : "warn",
+          ...env,
+        },
+        stdio: ["ignore", "inherit", process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore"],
+      },
+    );
+    this.#runners.add(child);
+    child.once("exit", () => this.#runners.delete(child));
+    return child;
+  }
+
+  /** Polls a deployment until `done` holds for it, or fails after `timeoutMs`. */
+  async waitForDeployment(
+    deploymentId: string,
+    done: (deployment: any) => boolean,
+    timeoutMs = 90_000,
+  ): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    let last: any;
+    while (Date.now() < deadline) {
+      last = (await this.ok("GET", `/api/deployments/${deploymentId}`)).deployment;
+      if (done(last)) return last;
+      await new Promise((resolve) => setTimeout(resolve, 150));
+    }
+    const logs = await this.ok("GET", `/api/deployments/${deploymentId}/logs`);
+    throw new Error(
+      `Deployment ${deploymentId} stuck at ${JSON.stringify(last)}\n` +
+        logs.logs.map((l: any) => l.line).join("\n"),
+    );
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      [...this.#runners].map(async (child) => {
+        const exited = once(child, "exit");
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+    );
+    await this.controlPlane.stop();
+    rmSync(this.#persistDir, { recursive: true, force: true });
+  }
+}
