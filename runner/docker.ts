@@ -1,0 +1,436 @@
+/**
+ * The runner's one way to reach Docker: a small client over dockerode.
+ *
+ * Everything the runner creates carries `aeroplane.*` labels so that cleanup
+ * (and an operator with `docker ps --filter label=aeroplane.managed`) can find
+ * it. Statuses that only mean "already done" — 304 on stop, 404 on remove —
+ * are treated as success here, once, instead of at every call site.
+ */
+import Docker from "dockerode";
+import type { Readable } from "node:stream";
+import { packBuildContext } from "./build-context.js";
+import { createLogger, errorMessage } from "./logger.js";
+
+const log = createLogger("runner:docker");
+
+export type ContainerRole = "candidate" | "stable";
+
+/** The labels every container and image of a deployment carries. */
+export function aeroplaneLabels(
+  serviceId: string,
+  deploymentId: string,
+  role: ContainerRole,
+): Record<string, string> {
+  return {
+    "aeroplane.managed": "true",
+    "aeroplane.service-id": serviceId,
+    "aeroplane.deployment-id": deploymentId,
+    "aeroplane.role": role,
+  };
+}
+
+export type OutputStream = "stdout" | "stderr";
+
+export interface BuildOptions {
+  contextDir: string;
+  /** Relative to `contextDir`. */
+  dockerfile: string;
+  tag: string;
+  labels: Record<string, string>;
+  /** Receives Docker's build output, one line at a time. */
+  onLine(line: string, stream: OutputStream): void;
+  signal?: AbortSignal;
+}
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  env: Record<string, string>;
+  labels: Record<string, string>;
+  /** Publish `containerPort` on 0.0.0.0:`hostPort`; omitted = not published. */
+  publish?: { hostPort: number; containerPort: number };
+  /** Restart policy `unless-stopped`, for containers that must outlive the runner. */
+  keepRunning?: boolean;
+}
+
+export interface ContainerState {
+  id: string;
+  name: string;
+  /** The image reference the container was created from (its tag). */
+  image: string;
+  running: boolean;
+  exitCode: number;
+  /** Address on the default bridge network; null when not running. */
+  ipAddress: string | null;
+  labels: Record<string, string>;
+}
+
+export interface ContainerSummary {
+  id: string;
+  names: string[];
+  image: string;
+  state: string;
+  labels: Record<string, string>;
+}
+
+export interface ImageSummary {
+  id: string;
+  tags: string[];
+  labels: Record<string, string>;
+}
+
+/** A build the daemon ran and reported as failed; `message` is Docker's text. */
+export class BuildFailedError extends Error {
+  override name = "BuildFailedError";
+}
+
+export interface DockerClient {
+  /** Resolves when the engine answers; rejects with why it does not. */
+  ping(): Promise<void>;
+  buildImage(options: BuildOptions): Promise<void>;
+  /** Creates and starts a container; returns its id. */
+  createAndStart(spec: ContainerSpec): Promise<string>;
+  start(nameOrId: string): Promise<void>;
+  /** null when there is no such container. */
+  inspect(nameOrId: string): Promise<ContainerState | null>;
+  stop(nameOrId: string, timeoutSeconds?: number): Promise<void>;
+  /** Force-removes a container; absent is fine. True when one was removed. */
+  remove(nameOrId: string): Promise<boolean>;
+  rename(nameOrId: string, newName: string): Promise<void>;
+  /** Removes an image by tag or id; absent is fine. True when one was removed. */
+  removeImage(tagOrId: string): Promise<boolean>;
+  /** Every container (running or not) carrying all of `labels`. */
+  listContainers(labels: Record<string, string>): Promise<ContainerSummary[]>;
+  listImages(labels: Record<string, string>): Promise<ImageSummary[]>;
+  /** The last `lines` lines a container wrote, stdout and stderr merged. */
+  logsTail(nameOrId: string, lines: number): Promise<string[]>;
+}
+
+/** The HTTP status of a dockerode error, if it carries one. */
+function statusOf(error: unknown): number | undefined {
+  const status = (error as { statusCode?: unknown } | null)?.statusCode;
+  return typeof status === "number" ? status : undefined;
+}
+
+/** Docker's own message without dockerode's "(HTTP code 404) …" prefix. */
+function dockerMessage(error: unknown): string {
+  const json = (error as { json?: { message?: unknown } } | null)?.json;
+  if (typeof json?.message === "string") return json.message;
+  return errorMessage(error);
+}
+
+function labelFilter(labels: Record<string, string>): string {
+  const label = Object.entries(labels).map(([key, value]) => `${key}=${value}`);
+  return JSON.stringify({ label });
+}
+
+/**
+ * Connects to the Docker engine at `socketPath`, or wherever DOCKER_HOST
+ * points (dockerode's default: /var/run/docker.sock).
+ */
+export function createDockerClient(options: { socketPath?: string } = {}): DockerClient {
+  const docker = options.socketPath
+    ? new Docker({ socketPath: options.socketPath })
+    : new Docker();
+
+  /** Runs `action`; false when it failed with one of `statuses` (nothing to do). */
+  async function ignoring(
+    statuses: number[],
+    action: () => Promise<unknown>,
+  ): Promise<boolean> {
+    try {
+      await action();
+      return true;
+    } catch (error) {
+      if (!statuses.includes(statusOf(error) ?? 0)) throw new Error(dockerMessage(error));
+      return false;
+    }
+  }
+
+  return {
+    async ping() {
+      await docker.ping();
+    },
+
+    buildImage: (options) => buildImage(docker, options),
+
+    async createAndStart(spec) {
+      const port = spec.publish && `${spec.publish.containerPort}/tcp`;
+      log.info("Starting container…", { name: spec.name, image: spec.image });
+      const container = await docker
+        .createContainer({
+          name: spec.name,
+          Image: spec.image,
+          Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+          Labels: spec.labels,
+          ExposedPorts: port ? { [port]: {} } : undefined,
+          HostConfig: {
+            PortBindings: port
+              ? {
+                  [port]: [
+                    { HostIp: "0.0.0.0", HostPort: String(spec.publish!.hostPort) },
+                  ],
+                }
+              : undefined,
+            RestartPolicy: spec.keepRunning ? { Name: "unless-stopped" } : undefined,
+          },
+        })
+        .catch((error) => {
+          throw new Error(dockerMessage(error));
+        });
+      try {
+        await container.start();
+      } catch (error) {
+        // A container that never started (port taken, bad entrypoint) is
+        // only debris; remove it so the name is free for the next attempt.
+        await ignoring([404, 409], () => container.remove({ force: true }));
+        throw new Error(dockerMessage(error));
+      }
+      log.info(`Started container ${container.id}`, { name: spec.name });
+      return container.id;
+    },
+
+    async start(nameOrId) {
+      log.info("Starting container…", { name: nameOrId });
+      // 304: already running.
+      await ignoring([304], () => docker.getContainer(nameOrId).start());
+      log.info(`Started container ${nameOrId}`);
+    },
+
+    async inspect(nameOrId) {
+      let info: Docker.ContainerInspectInfo;
+      try {
+        info = await docker.getContainer(nameOrId).inspect();
+      } catch (error) {
+        if (statusOf(error) === 404) return null;
+        throw new Error(dockerMessage(error));
+      }
+      const networks = info.NetworkSettings.Networks ?? {};
+      const network = networks.bridge ?? Object.values(networks)[0];
+      const ipAddress = network?.IPAddress || null;
+      return {
+        id: info.Id,
+        name: info.Name.replace(/^\//, ""),
+        image: info.Config.Image,
+        running: info.State.Running,
+        exitCode: info.State.ExitCode,
+        ipAddress: info.State.Running ? ipAddress : null,
+        labels: info.Config.Labels ?? {},
+      };
+    },
+
+    async stop(nameOrId, timeoutSeconds = 10) {
+      log.debug("Stopping container…", { name: nameOrId });
+      // 304: already stopped; 404: already gone.
+      await ignoring([304, 404], () =>
+        docker.getContainer(nameOrId).stop({ t: timeoutSeconds }),
+      );
+    },
+
+    async remove(nameOrId) {
+      log.debug("Removing container…", { name: nameOrId });
+      // 404: already gone; 409: a removal is already in progress.
+      return ignoring([404, 409], () =>
+        docker.getContainer(nameOrId).remove({ force: true, v: true }),
+      );
+    },
+
+    async rename(nameOrId, newName) {
+      log.debug("Renaming container…", { name: nameOrId, to: newName });
+      await ignoring([], () => docker.getContainer(nameOrId).rename({ name: newName }));
+    },
+
+    async removeImage(tagOrId) {
+      log.debug("Removing image…", { image: tagOrId });
+      return ignoring([404], () => docker.getImage(tagOrId).remove());
+    },
+
+    async listContainers(labels) {
+      const list = await docker.listContainers({
+        all: true,
+        filters: labelFilter(labels),
+      });
+      return list.map((item) => ({
+        id: item.Id,
+        names: item.Names.map((name) => name.replace(/^\//, "")),
+        image: item.Image,
+        state: item.State,
+        labels: item.Labels ?? {},
+      }));
+    },
+
+    async listImages(labels) {
+      const list = await docker.listImages({ filters: labelFilter(labels) });
+      return list.map((item) => ({
+        id: item.Id,
+        tags: item.RepoTags ?? [],
+        labels: item.Labels ?? {},
+      }));
+    },
+
+    async logsTail(nameOrId, lines) {
+      const output = await docker
+        .getContainer(nameOrId)
+        .logs({ stdout: true, stderr: true, follow: false, tail: lines });
+      return splitLines(demultiplex(output)).slice(-lines);
+    },
+  };
+}
+
+/**
+ * Docker multiplexes a non-TTY container's stdout and stderr into frames of
+ * an 8-byte header (stream, 0, 0, 0, big-endian size) and the payload.
+ */
+function demultiplex(output: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= output.length) {
+    const size = output.readUInt32BE(offset + 4);
+    parts.push(output.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString("utf8");
+}
+
+function splitLines(text: string): string[] {
+  return text
+    .split(/\r?\n/)
+    .filter((line, index, all) => line !== "" || index < all.length - 1);
+}
+
+/** A line in Docker's JSON build progress stream. */
+interface BuildMessage {
+  stream?: string;
+  status?: string;
+  id?: string;
+  progress?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+}
+
+async function buildImage(docker: Docker, options: BuildOptions): Promise<void> {
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const context = await packBuildContext(options.contextDir, options.dockerfile);
+  log.info("Building image…", { tag: options.tag });
+
+  let response: Readable;
+  try {
+    // tar-fs packs into a streamx stream: pipeable like a Node stream, but
+    // typed apart from one.
+    const tarStream = context as unknown as NodeJS.ReadableStream;
+    response = (await docker.buildImage(tarStream, {
+      t: options.tag,
+      dockerfile: options.dockerfile,
+      labels: options.labels,
+      // Remove intermediate containers even when a step fails.
+      rm: true,
+      forcerm: true,
+      abortSignal: signal,
+    })) as unknown as Readable;
+  } catch (error) {
+    context.destroy();
+    signal?.throwIfAborted();
+    throw new Error(dockerMessage(error));
+  }
+
+  // Closing the connection is what makes the classic builder stop the
+  // running step; destroy the response as soon as the caller aborts.
+  const onAbort = () => response.destroy(signal?.reason as Error);
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  let failure: string | null = null;
+  const text = new BuildOutput(options.onLine);
+  const messages = new LineBuffer((json) => {
+    const message = parseBuildMessage(json);
+    if (!message) return;
+    if (message.error || message.errorDetail) {
+      failure = message.errorDetail?.message ?? message.error ?? "unknown build error";
+    } else if (message.stream !== undefined) {
+      text.push(message.stream);
+    } else if (message.status && !message.progress) {
+      options.onLine(
+        message.id ? `${message.id}: ${message.status}` : message.status,
+        "stdout",
+      );
+    }
+  });
+
+  try {
+    for await (const chunk of response) messages.push(String(chunk));
+    messages.end();
+    text.end();
+  } catch (error) {
+    signal?.throwIfAborted();
+    throw new Error(
+      `Lost the connection to Docker during the build: ${errorMessage(error)}`,
+    );
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  signal?.throwIfAborted();
+  if (failure !== null) throw new BuildFailedError(failure);
+  log.info("Built image", { tag: options.tag });
+}
+
+function parseBuildMessage(json: string): BuildMessage | null {
+  if (json.trim() === "") return null;
+  try {
+    return JSON.parse(json) as BuildMessage;
+  } catch {
+    log.warn("Ignored an unreadable build message", { json });
+    return null;
+  }
+}
+
+/**
+ * Splits the classic builder's `stream` text into stdout and stderr lines.
+ * The builder marks each write a build step made to stderr by wrapping it
+ * in the ANSI colour codes ESC[91m … ESC[0m; those become the stream.
+ */
+class BuildOutput {
+  #stream: OutputStream = "stdout";
+  #buffers: Record<OutputStream, LineBuffer>;
+
+  constructor(onLine: (line: string, stream: OutputStream) => void) {
+    // Docker separates steps with blank lines; they carry nothing.
+    const emit = (stream: OutputStream) => (line: string) => {
+      if (line.trim() !== "") onLine(line, stream);
+    };
+    this.#buffers = {
+      stdout: new LineBuffer(emit("stdout")),
+      stderr: new LineBuffer(emit("stderr")),
+    };
+  }
+
+  push(text: string): void {
+    for (const part of text.split(/(\x1b\[91m|\x1b\[0m)/)) {
+      if (part === "\x1b[91m") this.#stream = "stderr";
+      else if (part === "\x1b[0m") this.#stream = "stdout";
+      else if (part !== "") this.#buffers[this.#stream].push(part);
+    }
+  }
+
+  end(): void {
+    this.#buffers.stdout.end();
+    this.#buffers.stderr.end();
+  }
+}
+
+/** Reassembles lines from chunks that may split or join them anywhere. */
+class LineBuffer {
+  #pending = "";
+
+  constructor(private readonly onLine: (line: string) => void) {}
+
+  push(chunk: string): void {
+    const lines = (this.#pending + chunk).split("\n");
+    this.#pending = lines.pop() ?? "";
+    for (const line of lines) this.onLine(line.replace(/\r$/, ""));
+  }
+
+  end(): void {
+    if (this.#pending !== "") this.onLine(this.#pending);
+    this.#pending = "";
+  }
+}
