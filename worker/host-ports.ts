@@ -8,6 +8,7 @@ import { services } from "../schema/tables";
 import { conflict } from "./errors";
 import { numberSetting, type Database } from "./router";
 
+/** Inclusive bounds of the automatically assigned ports. */
 export type PortRange = { min: number; max: number };
 
 /** The range of automatically assigned host ports, from the Worker's vars. */
@@ -38,9 +39,11 @@ export async function lowestFreeHostPort(db: Database, range: PortRange) {
   return row?.port ?? null;
 }
 
+/** 409 for a port another service already holds. */
 export const hostPortConflict = (port: number) =>
   conflict(`Host port ${port} is already used by another service`);
 
+/** 409 for a range with no free port left, saying how to get out of it. */
 export const hostPortsExhausted = (range: PortRange) =>
   conflict(
     `Every host port from ${range.min} to ${range.max} is taken; ` +

@@ -28,6 +28,7 @@ export function isoTime(value: string | null): string | null {
   return value === null ? null : new Date(value).toISOString();
 }
 
+/** A project as every key that can see it sees it. */
 export function projectJson(row: ProjectRow): z.infer<typeof project> {
   return {
     id: row.id,
