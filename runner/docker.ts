@@ -149,7 +149,11 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
 
   return {
     async ping() {
-      await docker.ping();
+      try {
+        await docker.ping();
+      } catch (error) {
+        throw new Error(explainUnreachable(error, options.socketPath));
+      }
     },
 
     buildImage: (options) => buildImage(docker, options),
@@ -275,6 +279,28 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       return splitLines(demultiplex(output)).slice(-lines);
     },
   };
+}
+
+/** Why Docker cannot be reached, and what the operator can do about it. */
+function explainUnreachable(error: unknown, socketPath: string | undefined): string {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  const where = socketPath ?? process.env.DOCKER_HOST ?? "/var/run/docker.sock";
+  if (code === "EACCES") {
+    return (
+      `Docker is not reachable: permission denied on ${where}. Run the runner as a ` +
+      `user in the docker group, or fix the socket's permissions`
+    );
+  }
+  if (code === "ENOENT" || code === "ECONNREFUSED") {
+    return (
+      `Docker is not reachable at ${where} (${code}). Start the Docker daemon ` +
+      `(e.g. sudo systemctl start docker), or pass --docker-socket with its socket path`
+    );
+  }
+  return (
+    `Docker is not reachable at ${where}: ${dockerMessage(error)}. Check that dockerd ` +
+    `is running and that ${where} is readable by the runner`
+  );
 }
 
 /**

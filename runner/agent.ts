@@ -1,0 +1,314 @@
+/**
+ * The runner's side of the wire protocol, apart from the socket: which jobs
+ * it holds, what it owes the control plane, and what to do with each frame.
+ *
+ * The connection calls `connected(send)`, `received(frame)` and
+ * `disconnected()`; everything else happens here, so tests can drive the
+ * protocol frame by frame. Jobs keep running while disconnected; their lines
+ * wait in the outbox and go out after the next `welcome`.
+ */
+import {
+  PROTOCOL_VERSION,
+  type Job,
+  type RunnerFrame,
+  type WorkerFrame,
+} from "../schema/protocol.js";
+import { runDeployment, type DeploymentIO, type DeploymentResult } from "./deploy.js";
+import type { DockerClient } from "./docker.js";
+import { createLogger, errorMessage } from "./logger.js";
+import { maxLinesPerFrame, Outbox, type LeaseRef } from "./outbox.js";
+
+const log = createLogger("runner:agent");
+
+export type Send = (frame: RunnerFrame) => void;
+
+export type RunJob = (job: Job, io: DeploymentIO) => Promise<DeploymentResult>;
+
+export interface AgentOptions {
+  /** How many jobs may run at once. */
+  capacity: number;
+  /** The runner's version, reported in `hello`. */
+  version: string;
+  docker: DockerClient;
+  /** Runs one job; `runDeployment` unless a test supplies its own. */
+  runJob?: RunJob;
+  /** How long a log line may wait to be batched with others. */
+  flushIntervalMs?: number;
+}
+
+interface HeldJob {
+  job: Job;
+  /** reserved: accepted, waiting for `job.start`; running: working on it. */
+  state: "reserved" | "running";
+  controller: AbortController;
+}
+
+export class Agent {
+  readonly #options: Required<AgentOptions>;
+  readonly #jobs = new Map<string, HeldJob>();
+  readonly #outbox = new Outbox();
+  /** Every job still working, forgotten ones included, for shutdown. */
+  readonly #working = new Set<Promise<void>>();
+  /** Set while a connection is open. */
+  #send: Send | null = null;
+  /** Lines and results go out only after `welcome` has settled the leases. */
+  #welcomed = false;
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #flushTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Why Docker is unusable, or null while it answers. */
+  #dockerProblem: string | null = null;
+
+  constructor(options: AgentOptions) {
+    this.#options = { runJob: runDeployment, flushIntervalMs: 100, ...options };
+  }
+
+  /** Pings Docker; returns (and logs, when it changes) what is wrong, if anything. */
+  async checkDocker(): Promise<string | null> {
+    let problem: string | null = null;
+    try {
+      await this.#options.docker.ping();
+    } catch (error) {
+      problem = errorMessage(error);
+    }
+    if (problem && problem !== this.#dockerProblem) log.error(problem);
+    if (!problem && this.#dockerProblem) log.info("Docker is reachable again");
+    this.#dockerProblem = problem;
+    return problem;
+  }
+
+  /** A connection opened: introduce the runner and the leases it holds. */
+  connected(send: Send): void {
+    this.#send = send;
+    this.#welcomed = false;
+    this.#outbox.rewind();
+    const { capacity, version } = this.#options;
+    send({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      version,
+      capacity,
+      leases: this.#held(),
+    });
+  }
+
+  /** The connection is gone; jobs carry on and their output waits. */
+  disconnected(): void {
+    this.#send = null;
+    this.#welcomed = false;
+    clearInterval(this.#heartbeat);
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    // An accepted job whose start never arrived is void: the control plane
+    // withdraws offers the runner does not list in its next `hello`.
+    for (const [leaseId, held] of this.#jobs) {
+      if (held.state === "reserved") this.#jobs.delete(leaseId);
+    }
+  }
+
+  received(frame: WorkerFrame): void {
+    switch (frame.type) {
+      case "welcome":
+        return this.#welcome(frame);
+      case "job.offer":
+        return this.#offer(frame.job);
+      case "job.start":
+        return this.#start(frame);
+      case "job.cancel":
+      case "job.abort":
+        return this.#stop(frame, frame.type);
+      case "logs.ack":
+        this.#outbox.ackLines(frame.leaseId, frame.seq);
+        return this.#forgetIfSettled(frame.leaseId);
+      case "job.result.ack":
+        return this.#resultAcked(frame);
+    }
+  }
+
+  /**
+   * Aborts every job and waits (at most `timeoutMs`) for them to clean up,
+   * then hands out their last lines and results.
+   */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    for (const [leaseId, held] of this.#jobs) {
+      if (held.state === "reserved") this.#jobs.delete(leaseId);
+      else held.controller.abort(new Error("The runner is shutting down"));
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>(
+      (resolve) => (timer = setTimeout(resolve, timeoutMs)),
+    );
+    await Promise.race([Promise.allSettled([...this.#working]), timeout]);
+    clearTimeout(timer);
+    if (this.#working.size > 0) log.warn("Stopped waiting for jobs to clean up");
+    this.#flush();
+    clearInterval(this.#heartbeat);
+  }
+
+  /** Jobs that are running, and leases the runner still owes lines or a result. */
+  #held(): LeaseRef[] {
+    const leases = new Map<string, LeaseRef>();
+    for (const { job, state } of this.#jobs.values()) {
+      if (state === "running") leases.set(job.leaseId, job);
+    }
+    for (const ref of this.#outbox.leases()) leases.set(ref.leaseId, ref);
+    return [...leases.values()].map(({ deploymentId, leaseId }) => ({
+      deploymentId,
+      leaseId,
+    }));
+  }
+
+  #welcome(frame: Extract<WorkerFrame, { type: "welcome" }>): void {
+    for (const leaseId of frame.unknownLeaseIds) this.#forget(leaseId);
+    this.#welcomed = true;
+    log.info("Welcomed by the control plane", { runner: frame.runnerId });
+    this.#flush();
+
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = setInterval(() => {
+      const leaseIds = this.#held().map((lease) => lease.leaseId);
+      this.#send?.({ type: "heartbeat", leaseIds });
+    }, frame.heartbeatIntervalMs);
+  }
+
+  /** The control plane no longer knows the lease: stop it and owe nothing for it. */
+  #forget(leaseId: string): void {
+    const held = this.#jobs.get(leaseId);
+    this.#jobs.delete(leaseId);
+    this.#outbox.forget(leaseId);
+    if (held?.state === "running") {
+      log.warn("The control plane no longer knows this job; aborting it", {
+        deployment: held.job.deploymentId,
+      });
+      held.controller.abort(new Error("The lease is no longer valid"));
+    }
+  }
+
+  #offer(job: Job): void {
+    const ref = { deploymentId: job.deploymentId, leaseId: job.leaseId };
+    if (this.#jobs.has(job.leaseId)) return this.#reply({ type: "job.accept", ...ref });
+
+    const busy = [...this.#jobs.values()].length;
+    if (busy >= this.#options.capacity) {
+      const reason = `All ${this.#options.capacity} job slots are busy`;
+      return this.#reply({ type: "job.reject", ...ref, reason });
+    }
+
+    const held: HeldJob = { job, state: "reserved", controller: new AbortController() };
+    this.#jobs.set(job.leaseId, held);
+    if (this.#dockerProblem === null) return this.#reply({ type: "job.accept", ...ref });
+
+    // Docker was down; it may be back (dockerd started after the runner).
+    void this.checkDocker().then((problem) => {
+      if (this.#jobs.get(job.leaseId) !== held) return;
+      if (problem === null) return this.#reply({ type: "job.accept", ...ref });
+      this.#jobs.delete(job.leaseId);
+      this.#reply({ type: "job.reject", ...ref, reason: problem });
+    });
+  }
+
+  #start(ref: LeaseRef): void {
+    const held = this.#jobs.get(ref.leaseId);
+    if (!held || held.job.deploymentId !== ref.deploymentId) {
+      log.warn("Ignored a start for a job the runner does not hold", { ...ref });
+      return;
+    }
+    if (held.state === "running") return;
+    held.state = "running";
+    this.#outbox.open(ref);
+    log.info("Job started", { deployment: ref.deploymentId, lease: ref.leaseId });
+
+    const work = this.#run(held).finally(() => this.#working.delete(work));
+    this.#working.add(work);
+  }
+
+  async #run(held: HeldJob): Promise<void> {
+    const { job } = held;
+    const ref = { deploymentId: job.deploymentId, leaseId: job.leaseId };
+    // A job the control plane forgot may still be cleaning up; it owes nothing.
+    const current = () => this.#jobs.get(job.leaseId) === held;
+
+    let result: DeploymentResult;
+    try {
+      result = await this.#options.runJob(job, {
+        docker: this.#options.docker,
+        signal: held.controller.signal,
+        log: (line, stream) => {
+          if (!current()) return;
+          this.#outbox.append(job.leaseId, line, stream, new Date());
+          this.#scheduleFlush();
+        },
+        phase: (phase, commitSha) => {
+          if (!current()) return;
+          // Lines written before the phase change go out first.
+          this.#flush();
+          if (this.#welcomed)
+            this.#send?.({ type: "job.phase", ...ref, phase, commitSha });
+        },
+      });
+    } catch (error) {
+      // runDeployment never rejects; this is a bug, reported as the reason.
+      const reason = `The runner failed: ${errorMessage(error)}`;
+      log.error("Job crashed", { deployment: job.deploymentId, error });
+      if (current()) this.#outbox.append(job.leaseId, reason, "stderr", new Date());
+      result = { outcome: "failed", commitSha: null, reason };
+    }
+
+    log.info(`Job ${result.outcome}`, {
+      deployment: job.deploymentId,
+      reason: result.reason,
+    });
+    if (!current()) return;
+    this.#jobs.delete(job.leaseId);
+    this.#outbox.finish(job.leaseId, result);
+    this.#flush();
+  }
+
+  /** `job.cancel` (an offer voided) and `job.abort` (stop the work). */
+  #stop(ref: LeaseRef, type: "job.cancel" | "job.abort"): void {
+    const held = this.#jobs.get(ref.leaseId);
+    if (!held) return;
+    if (held.state === "reserved") {
+      this.#jobs.delete(ref.leaseId);
+      return;
+    }
+    if (type === "job.cancel")
+      log.warn("Cancel for a started job; aborting it", { ...ref });
+    log.info("Aborting job", { deployment: ref.deploymentId });
+    held.controller.abort(new Error("Aborted by the control plane"));
+  }
+
+  #resultAcked(frame: Extract<WorkerFrame, { type: "job.result.ack" }>): void {
+    const result = this.#outbox.ackResult(frame.leaseId);
+    if (result && !frame.accepted && result.outcome === "running") {
+      // TODO(rollback): the deployment ended (aborted, lease lost) while its
+      // container went live; stop it and restore the previous one.
+      log.warn("The control plane refused a live result; the container keeps running", {
+        deployment: frame.deploymentId,
+      });
+    }
+    this.#forgetIfSettled(frame.leaseId);
+  }
+
+  #forgetIfSettled(leaseId: string): void {
+    if (!this.#jobs.has(leaseId) && this.#outbox.isSettled(leaseId)) {
+      this.#outbox.forget(leaseId);
+    }
+  }
+
+  #reply(frame: RunnerFrame): void {
+    this.#send?.(frame);
+  }
+
+  /** Sends now when a frame's worth of lines waits, else within the interval. */
+  #scheduleFlush(): void {
+    if (this.#outbox.unsentLines() >= maxLinesPerFrame) return this.#flush();
+    this.#flushTimer ??= setTimeout(() => this.#flush(), this.#options.flushIntervalMs);
+  }
+
+  #flush(): void {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (!this.#send || !this.#welcomed) return;
+    for (const frame of this.#outbox.drain()) this.#send(frame);
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * The runner process: `npm run runner -- --url <control plane> --token apr_…`.
+ *
+ * It connects to the control plane, takes deployment jobs, and runs them on
+ * the local Docker engine. Settings come from flags, or from the environment
+ * (AEROPLANE_URL, AEROPLANE_RUNNER_TOKEN, AEROPLANE_RUNNER_CAPACITY).
+ */
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { Agent } from "./agent.js";
+import { ControlConnection } from "./connection.js";
+import { createDockerClient } from "./docker.js";
+import { createLogger, errorMessage } from "./logger.js";
+
+const log = createLogger("runner:main");
+
+const usage = `Usage: npm run runner -- --url <url> --token <apr_…> [options]
+
+  --url <url>             Control plane URL            (env AEROPLANE_URL)
+  --token <token>         Runner token, apr_…          (env AEROPLANE_RUNNER_TOKEN)
+  --capacity <n>          Jobs run at once, default 2  (env AEROPLANE_RUNNER_CAPACITY)
+  --docker-socket <path>  Docker socket, default DOCKER_HOST or /var/run/docker.sock
+  -h, --help              Show this help
+
+Log level: AEROPLANE_LOG_LEVEL=debug|info|warn|error (default info).`;
+
+export interface RunnerSettings {
+  url: string;
+  token: string;
+  capacity: number;
+  dockerSocket?: string;
+}
+
+/** Reads flags, falling back to the environment; throws a usage error. */
+export function parseRunnerArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): RunnerSettings | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      url: { type: "string" },
+      token: { type: "string" },
+      capacity: { type: "string" },
+      "docker-socket": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return "help";
+
+  const url = values.url ?? env.AEROPLANE_URL;
+  const token = values.token ?? env.AEROPLANE_RUNNER_TOKEN;
+  const capacityText = values.capacity ?? env.AEROPLANE_RUNNER_CAPACITY ?? "2";
+  const capacity = Number(capacityText);
+  if (!url) throw new Error("Missing --url (or AEROPLANE_URL)");
+  if (!/^https?:\/\//.test(url))
+    throw new Error(`--url must be http(s)://…, got "${url}"`);
+  if (!token) throw new Error("Missing --token (or AEROPLANE_RUNNER_TOKEN)");
+  if (!token.startsWith("apr_")) throw new Error("The runner token starts with apr_");
+  if (!Number.isInteger(capacity) || capacity < 1) {
+    throw new Error(
+      `--capacity must be a whole number of at least 1, got "${capacityText}"`,
+    );
+  }
+  return { url, token, capacity, dockerSocket: values["docker-socket"] };
+}
+
+function packageVersion(): string {
+  const manifest = readFileSync(new URL("../package.json", import.meta.url), "utf8");
+  return (JSON.parse(manifest) as { version: string }).version;
+}
+
+export interface RunningRunner {
+  agent: Agent;
+  connection: ControlConnection;
+  /** Aborts running jobs (bounded by `timeoutMs`), then closes the socket. */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+/** Starts a runner: checks Docker, then connects (and keeps reconnecting). */
+export async function startRunner(settings: RunnerSettings): Promise<RunningRunner> {
+  const docker = createDockerClient({ socketPath: settings.dockerSocket });
+  const agent = new Agent({
+    capacity: settings.capacity,
+    version: packageVersion(),
+    docker,
+  });
+  // Unreachable Docker is logged with a fix; the runner still connects and
+  // turns offers down with the same reason until Docker answers.
+  await agent.checkDocker();
+
+  const connection = new ControlConnection({
+    url: settings.url,
+    token: settings.token,
+    handlers: agent,
+  });
+  connection.start();
+  log.info("Runner started", { url: settings.url, capacity: settings.capacity });
+
+  return {
+    agent,
+    connection,
+    async stop(timeoutMs = 10_000) {
+      await agent.shutdown(timeoutMs);
+      await connection.stop();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let settings: RunnerSettings | "help";
+  try {
+    settings = parseRunnerArgs(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`${errorMessage(error)}\n\n${usage}\n`);
+    process.exit(2);
+  }
+  if (settings === "help") {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+
+  const runner = await startRunner(settings);
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn(`Second ${signal}: exiting without cleaning up`);
+      process.exit(1);
+    }
+    stopping = true;
+    log.info(`${signal}: aborting running jobs and disconnecting`);
+    runner.stop().then(
+      () => process.exit(0),
+      (error) => {
+        log.error("Stopping failed", { error });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((error) => {
+    log.error("The runner failed to start", { error });
+    process.exit(1);
+  });
+}

@@ -1,0 +1,486 @@
+/**
+ * The runner's wire protocol: the outbox on its own, then the agent and its
+ * reconnecting connection against a scripted control plane on a real
+ * WebSocket server, so drops, resends and acks happen exactly when a test
+ * says. (test/e2e/deploy.test.ts covers the runner against the real Worker.)
+ */
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { WebSocketServer, type WebSocket } from "ws";
+import {
+  PROTOCOL_VERSION,
+  parseFrame,
+  runnerFrame,
+  type Job,
+  type RunnerFrame,
+  type WorkerFrame,
+} from "../../schema/protocol.js";
+import { Agent, type RunJob } from "../../runner/agent.js";
+import {
+  backoffDelay,
+  ControlConnection,
+  controlSocketUrl,
+} from "../../runner/connection.js";
+import { createDockerClient } from "../../runner/docker.js";
+import { parseRunnerArgs } from "../../runner/main.js";
+import { Outbox } from "../../runner/outbox.js";
+
+const at = new Date("2026-06-10T08:45:00.000Z");
+const lease = { deploymentId: "dep_1", leaseId: "lse_1" };
+
+type Logs = Extract<RunnerFrame, { type: "logs" }>;
+const seqs = (frames: RunnerFrame[]) =>
+  frames.flatMap((frame) =>
+    frame.type === "logs" ? frame.lines.map((line) => line.seq) : [],
+  );
+
+describe("Outbox", () => {
+  it("numbers lines from 1 and batches them in order, at most 500 to a frame", () => {
+    const outbox = new Outbox();
+    outbox.open(lease);
+    for (let i = 0; i < 1_200; i++) outbox.append("lse_1", `line ${i + 1}`, "stdout", at);
+
+    const frames = outbox.drain() as Logs[];
+
+    expect(frames.map((frame) => frame.lines.length)).toEqual([500, 500, 200]);
+    expect(seqs(frames)).toEqual(Array.from({ length: 1_200 }, (_, i) => i + 1));
+    expect(frames[0].lines[0]).toEqual({
+      seq: 1,
+      line: "line 1",
+      stream: "stdout",
+      at: "2026-06-10T08:45:00.000Z",
+    });
+    expect(outbox.drain()).toEqual([]);
+  });
+
+  it("resends after a rewind exactly the lines not acknowledged, in seq order", () => {
+    const outbox = new Outbox();
+    outbox.open(lease);
+    for (let i = 0; i < 10; i++) outbox.append("lse_1", `line ${i + 1}`, "stdout", at);
+    outbox.drain();
+    outbox.ackLines("lse_1", 4);
+    outbox.append("lse_1", "line 11", "stderr", at);
+
+    outbox.rewind();
+
+    expect(seqs(outbox.drain())).toEqual([5, 6, 7, 8, 9, 10, 11]);
+  });
+
+  it("sends the result after the last line and keeps it until it is acknowledged", () => {
+    const outbox = new Outbox();
+    outbox.open(lease);
+    outbox.append("lse_1", "building", "stdout", at);
+    outbox.append("lse_1", "boom", "stderr", at);
+    outbox.finish("lse_1", { outcome: "failed", commitSha: "abc", reason: "boom" });
+    // Nothing is added after the result.
+    expect(outbox.append("lse_1", "late", "stdout", at)).toBeNull();
+
+    const result = {
+      type: "job.result",
+      ...lease,
+      outcome: "failed",
+      commitSha: "abc",
+      reason: "boom",
+      lastSeq: 2,
+    };
+    expect(outbox.drain().map((frame) => frame.type)).toEqual(["logs", "job.result"]);
+    expect(outbox.drain()).toEqual([]);
+
+    outbox.ackLines("lse_1", 2);
+    outbox.rewind();
+    expect(outbox.drain()).toEqual([result]);
+    expect(outbox.isSettled("lse_1")).toBe(false);
+    expect(outbox.leases()).toEqual([lease]);
+
+    outbox.ackResult("lse_1");
+    expect(outbox.isSettled("lse_1")).toBe(true);
+    expect(outbox.leases()).toEqual([]);
+    outbox.rewind();
+    expect(outbox.drain()).toEqual([]);
+  });
+
+  it("cuts very long lines and keeps frames small", () => {
+    const outbox = new Outbox();
+    outbox.open(lease);
+    for (let i = 0; i < 100; i++)
+      outbox.append("lse_1", "x".repeat(20_000), "stdout", at);
+    const frames = outbox.drain() as Logs[];
+    expect(frames[0].lines[0].line).toMatch(/^x{8192}… \[truncated\]$/);
+    for (const frame of frames)
+      expect(JSON.stringify(frame).length).toBeLessThan(300 * 1024);
+    expect(seqs(frames)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+  });
+});
+
+/** A control plane whose every move the test scripts. */
+class ScriptedControlPlane {
+  readonly frames: RunnerFrame[] = [];
+  readonly authorizations: (string | undefined)[] = [];
+  #server: WebSocketServer;
+  #socket: WebSocket | null = null;
+
+  private constructor(server: WebSocketServer) {
+    this.#server = server;
+    server.on("connection", (socket, request) => {
+      this.#socket = socket;
+      this.authorizations.push(request.headers.authorization);
+      socket.on("message", (data) => {
+        const frame = parseFrame(runnerFrame, data.toString());
+        // Every frame the runner sends must match the shared schema.
+        if (!frame) throw new Error(`Invalid frame: ${data.toString()}`);
+        this.frames.push(frame);
+      });
+    });
+  }
+
+  static async start(): Promise<ScriptedControlPlane> {
+    const server = new WebSocketServer({
+      port: 0,
+      host: "127.0.0.1",
+      path: "/api/runners/connect",
+    });
+    await once(server, "listening");
+    return new ScriptedControlPlane(server);
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  send(frame: WorkerFrame): void {
+    this.#socket?.send(JSON.stringify(frame));
+  }
+
+  /** Waits for the first frame from index `from` on that matches. */
+  async next<T extends RunnerFrame["type"]>(
+    type: T,
+    from = 0,
+    match: (frame: Extract<RunnerFrame, { type: T }>) => boolean = () => true,
+  ): Promise<Extract<RunnerFrame, { type: T }> & { index: number }> {
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      for (let index = from; index < this.frames.length; index++) {
+        const frame = this.frames[index];
+        if (frame.type === type && match(frame as Extract<RunnerFrame, { type: T }>)) {
+          return { ...(frame as Extract<RunnerFrame, { type: T }>), index };
+        }
+      }
+      if (Date.now() > deadline) throw new Error(`No ${type} frame arrived`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /** Greets the runner's next hello; returns the hello. */
+  async welcome(from: number, unknownLeaseIds: string[] = []) {
+    const hello = await this.next("hello", from);
+    this.send({
+      type: "welcome",
+      runnerId: "run_1",
+      heartbeatIntervalMs: 50,
+      unknownLeaseIds,
+    });
+    return hello;
+  }
+
+  /** Offers `job` and starts it once accepted. */
+  async startJob(job: Job): Promise<void> {
+    const from = this.frames.length;
+    this.send({ type: "job.offer", job });
+    await this.next("job.accept", from, (frame) => frame.leaseId === job.leaseId);
+    this.send({
+      type: "job.start",
+      deploymentId: job.deploymentId,
+      leaseId: job.leaseId,
+    });
+  }
+
+  /** Cuts the connection the way a network failure would. */
+  drop(): void {
+    this.#socket?.terminate();
+    this.#socket = null;
+  }
+
+  async stop(): Promise<void> {
+    for (const client of this.#server.clients) client.terminate();
+    await new Promise((resolve) => this.#server.close(resolve));
+  }
+}
+
+function testJob(n: number): Job {
+  return {
+    deploymentId: `dep_${n}`,
+    leaseId: `lse_${n}`,
+    serviceId: `svc_${n}`,
+    repoUrl: "git://127.0.0.1/app",
+    branch: "main",
+    commitSha: null,
+    rootDir: ".",
+    dockerfilePath: "Dockerfile",
+    internalPort: 3000,
+    hostPort: 40_000 + n,
+    healthCheckPath: "/",
+    env: {},
+    imageTag: `aeroplane-svc_${n}-dep_${n}`,
+    containerName: `aeroplane-svc_${n}-stable`,
+    buildTimeoutMs: 60_000,
+    healthCheckTimeoutMs: 10_000,
+  };
+}
+
+/** A job body the test releases step by step; honours aborts. */
+function controllableJob() {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const signals: AbortSignal[] = [];
+  const run: RunJob = async (job, io) => {
+    signals.push(io.signal);
+    io.phase("cloning");
+    for (let seq = 1; seq <= 3; seq++) io.log(`early ${seq}`, "stdout");
+    const aborted = new Promise<void>((resolve) =>
+      io.signal.addEventListener("abort", () => resolve()),
+    );
+    await Promise.race([released, aborted]);
+    if (io.signal.aborted) {
+      io.log("Deployment aborted; removed nothing", "stdout");
+      return { outcome: "aborted", commitSha: null, reason: "aborted" };
+    }
+    io.phase("building", "f".repeat(40));
+    for (let seq = 4; seq <= 1_200; seq++) io.log(`late ${seq}`, "stdout");
+    return { outcome: "running", commitSha: "f".repeat(40) };
+  };
+  return { run, release, signals };
+}
+
+const running: { stop(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((item) => item.stop()));
+});
+
+async function startRunner(runJob: RunJob, capacity = 2, socketPath?: string) {
+  const plane = await ScriptedControlPlane.start();
+  const agent = new Agent({
+    capacity,
+    version: "9.9.9",
+    docker: createDockerClient({ socketPath }),
+    runJob,
+    flushIntervalMs: 20,
+  });
+  if (socketPath) await agent.checkDocker();
+  const connection = new ControlConnection({
+    url: plane.url,
+    token: "apr_test",
+    handlers: agent,
+    baseDelayMs: 10,
+    maxDelayMs: 50,
+  });
+  connection.start();
+  running.push(plane, {
+    stop: async () => {
+      await agent.shutdown(1_000);
+      await connection.stop();
+    },
+  });
+  return { plane, agent };
+}
+
+describe("the runner protocol client", () => {
+  it("says hello with its token, version, capacity and protocol", async () => {
+    const { plane } = await startRunner(controllableJob().run, 3);
+    const hello = await plane.next("hello");
+    expect(hello).toMatchObject({
+      protocol: PROTOCOL_VERSION,
+      version: "9.9.9",
+      capacity: 3,
+      leases: [],
+    });
+    expect(plane.authorizations).toEqual(["Bearer apr_test"]);
+  });
+
+  it("loses no line across a reconnect: only unacknowledged lines are resent, in order", async () => {
+    const job = controllableJob();
+    const { plane } = await startRunner(job.run);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+
+    // The first lines arrive and are acknowledged.
+    const early = await plane.next("logs");
+    expect(early.lines.map((line) => line.line)).toEqual([
+      "early 1",
+      "early 2",
+      "early 3",
+    ]);
+    plane.send({ type: "logs.ack", deploymentId: "dep_1", leaseId: "lse_1", seq: 3 });
+    const phase = await plane.next("job.phase");
+    expect(phase).toMatchObject({ phase: "cloning", deploymentId: "dep_1" });
+
+    // The rest goes out unacknowledged, then the connection breaks.
+    const mark = plane.frames.length;
+    job.release();
+    const firstResult = await plane.next("job.result", mark);
+    const firstTry = plane.frames.slice(mark, firstResult.index);
+    expect(seqs(firstTry)).toEqual(Array.from({ length: 1_197 }, (_, i) => i + 4));
+    for (const frame of firstTry) {
+      if (frame.type === "logs") expect(frame.lines.length).toBeLessThanOrEqual(500);
+    }
+    const building = firstTry.find((frame) => frame.type === "job.phase");
+    expect(building).toMatchObject({ phase: "building", commitSha: "f".repeat(40) });
+    plane.drop();
+
+    // The runner comes back, still owing the lines and the result.
+    const reconnect = plane.frames.length;
+    const hello = await plane.welcome(reconnect);
+    expect(hello.leases).toEqual([{ deploymentId: "dep_1", leaseId: "lse_1" }]);
+    const result = await plane.next("job.result", reconnect);
+    const resent = plane.frames.slice(reconnect, result.index);
+    expect(seqs(resent)).toEqual(Array.from({ length: 1_197 }, (_, i) => i + 4));
+    expect(result).toMatchObject({
+      outcome: "running",
+      lastSeq: 1_200,
+      commitSha: "f".repeat(40),
+    });
+
+    // Once everything is acknowledged, the runner owes nothing for the lease.
+    plane.send({ type: "logs.ack", deploymentId: "dep_1", leaseId: "lse_1", seq: 1_200 });
+    plane.send({
+      type: "job.result.ack",
+      deploymentId: "dep_1",
+      leaseId: "lse_1",
+      accepted: true,
+    });
+    const settled = plane.frames.length;
+    await plane.next("heartbeat", settled, (frame) => frame.leaseIds.length === 0);
+    plane.drop();
+    const last = await plane.next("hello", settled);
+    expect(last.leases).toEqual([]);
+  });
+
+  it("renews running leases with heartbeats while a job works", async () => {
+    const { plane } = await startRunner(controllableJob().run);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+    const heartbeat = await plane.next(
+      "heartbeat",
+      0,
+      (frame) => frame.leaseIds.length > 0,
+    );
+    expect(heartbeat.leaseIds).toEqual(["lse_1"]);
+  });
+
+  it("aborts and forgets a job whose lease the control plane no longer knows", async () => {
+    const job = controllableJob();
+    const { plane } = await startRunner(job.run);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+    await plane.next("logs");
+    plane.drop();
+
+    const reconnect = plane.frames.length;
+    const hello = await plane.welcome(reconnect, ["lse_1"]);
+    expect(hello.leases).toEqual([{ deploymentId: "dep_1", leaseId: "lse_1" }]);
+    await expect.poll(() => job.signals[0]?.aborted).toBe(true);
+
+    // It sends nothing more for that lease, and no longer lists it.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const after = plane.frames.slice(reconnect + 1);
+    expect(after.length).toBeGreaterThan(0);
+    for (const frame of after) expect(frame).toEqual({ type: "heartbeat", leaseIds: [] });
+  });
+
+  it("stops a running job on job.abort and reports it aborted", async () => {
+    const job = controllableJob();
+    const { plane } = await startRunner(job.run);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+    await plane.next("logs");
+    plane.send({ type: "job.abort", deploymentId: "dep_1", leaseId: "lse_1" });
+    const result = await plane.next("job.result");
+    expect(result).toMatchObject({ outcome: "aborted", lastSeq: 4 });
+  });
+
+  it("rejects offers beyond its capacity and accepts again when a slot frees", async () => {
+    const job = controllableJob();
+    const { plane } = await startRunner(job.run, 1);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+
+    plane.send({ type: "job.offer", job: testJob(2) });
+    expect(await plane.next("job.reject")).toMatchObject({
+      leaseId: "lse_2",
+      reason: "All 1 job slots are busy",
+    });
+
+    job.release();
+    await plane.next("job.result");
+    const mark = plane.frames.length;
+    plane.send({ type: "job.offer", job: testJob(3) });
+    expect(await plane.next("job.accept", mark)).toMatchObject({ leaseId: "lse_3" });
+
+    // A cancelled offer frees its slot too.
+    plane.send({ type: "job.cancel", deploymentId: "dep_3", leaseId: "lse_3" });
+    const afterCancel = plane.frames.length;
+    plane.send({ type: "job.offer", job: testJob(4) });
+    expect(await plane.next("job.accept", afterCancel)).toMatchObject({
+      leaseId: "lse_4",
+    });
+  });
+
+  it("turns offers down while Docker is unreachable, saying how to fix it", async () => {
+    const { plane } = await startRunner(
+      controllableJob().run,
+      2,
+      "/nonexistent/docker.sock",
+    );
+    await plane.welcome(0);
+    plane.send({ type: "job.offer", job: testJob(1) });
+    const reject = await plane.next("job.reject");
+    expect(reject.reason).toMatch(
+      /^Docker is not reachable at \/nonexistent\/docker.sock \(ENOENT\)\. Start the Docker daemon/,
+    );
+  });
+});
+
+describe("runner settings and reconnects", () => {
+  it("reads flags, falling back to the environment", () => {
+    const env = {
+      AEROPLANE_URL: "https://pilot.example.com",
+      AEROPLANE_RUNNER_TOKEN: "apr_env",
+      AEROPLANE_RUNNER_CAPACITY: "4",
+    };
+    expect(parseRunnerArgs([], env)).toEqual({
+      url: "https://pilot.example.com",
+      token: "apr_env",
+      capacity: 4,
+      dockerSocket: undefined,
+    });
+    expect(
+      parseRunnerArgs(
+        ["--token", "apr_flag", "--capacity", "1", "--docker-socket", "/d.sock"],
+        env,
+      ),
+    ).toEqual({
+      url: env.AEROPLANE_URL,
+      token: "apr_flag",
+      capacity: 1,
+      dockerSocket: "/d.sock",
+    });
+    expect(() => parseRunnerArgs(["--url", "https://x"], {})).toThrow(/--token/);
+    expect(() => parseRunnerArgs(["--capacity", "0"], env)).toThrow(/--capacity/);
+  });
+
+  it("connects to the runner endpoint under the control plane URL", () => {
+    expect(controlSocketUrl("https://pilot.example.com/")).toBe(
+      "wss://pilot.example.com/api/runners/connect",
+    );
+    expect(controlSocketUrl("http://127.0.0.1:8787")).toBe(
+      "ws://127.0.0.1:8787/api/runners/connect",
+    );
+  });
+
+  it("backs off exponentially with full jitter, up to the cap", () => {
+    expect(
+      [0, 1, 2, 3, 10].map((n) => backoffDelay(n, 250, 15_000, () => 0.999)),
+    ).toEqual([249, 499, 999, 1998, 14_985]);
+    expect(backoffDelay(5, 250, 15_000, () => 0)).toBe(0);
+  });
+});
