@@ -3,10 +3,10 @@
  * service holds a distinct one (a unique index in D1); services created
  * without one get the lowest free port of the configured range.
  */
-import { sql } from "drizzle-orm";
+import { sql, type SQL } from "drizzle-orm";
 import { services } from "../schema/tables";
 import { conflict } from "./errors";
-import { numberSetting, type Database } from "./router";
+import { numberSetting } from "./router";
 
 /** Inclusive bounds of the automatically assigned ports. */
 export type PortRange = { min: number; max: number };
@@ -22,21 +22,24 @@ export function hostPortRange(env: Env): PortRange {
 }
 
 /**
- * The lowest port in `range` no service uses, or null when all are taken.
+ * SQL for the lowest port in `range` that no service uses, NULL when all are
+ * taken. It is meant to be the inserted value itself: finding and claiming
+ * the port is then one statement, which D1 runs without interleaving another
+ * write, so concurrent creations can never pick the same port.
+ *
  * The lowest free port is either the range's start or one past a used port,
  * so only those candidates are probed, each through the unique index.
  */
-export async function lowestFreeHostPort(db: Database, range: PortRange) {
-  const [row] = await db.all<{ port: number | null }>(sql`
-    SELECT MIN(candidate) AS port FROM (
+export function lowestFreeHostPort(range: PortRange): SQL {
+  return sql`(
+    SELECT MIN(candidate) FROM (
       SELECT ${range.min} AS candidate
       UNION
       SELECT ${services.hostPort} + 1 FROM ${services}
       WHERE ${services.hostPort} BETWEEN ${range.min} AND ${range.max - 1}
     )
     WHERE candidate NOT IN (SELECT ${services.hostPort} FROM ${services})
-  `);
-  return row?.port ?? null;
+  )`;
 }
 
 /** 409 for a port another service already holds. */

@@ -1,6 +1,6 @@
 /**
  * Small pieces of SQL shared by the resource routes: the listing order, and
- * recognising D1 constraint failures.
+ * recognising the constraint failures D1 reports.
  */
 import { asc, sql, type SQL } from "drizzle-orm";
 import type { SQLiteColumn } from "drizzle-orm/sqlite-core";
@@ -16,14 +16,21 @@ export const oldestFirst = (createdAt: SQLiteColumn): SQL[] => [
 ];
 
 /**
- * True when `error`, or any error it wraps, is SQLite refusing a duplicate
- * for the `table.column` unique constraint (any unique one if omitted).
- * drizzle wraps the driver's error, so the original sits in `cause`.
+ * True when `error`, or any error it wraps, is SQLite refusing a row for a
+ * `kind` constraint on `table.column` (on any column if omitted). drizzle
+ * wraps the driver's error, so the original sits in `cause`.
  */
-export function isUniqueViolation(error: unknown, column?: string): boolean {
+export function isConstraintViolation(
+  error: unknown,
+  kind: "UNIQUE" | "NOT NULL",
+  column?: string,
+): boolean {
+  const prefix = `${kind} constraint failed: `;
   for (let e: unknown = error; e instanceof Error; e = e.cause) {
-    const match = e.message.match(/UNIQUE constraint failed: ([\w.]+)/);
-    if (match && (!column || match[1] === column)) return true;
+    const at = e.message.indexOf(prefix);
+    if (at < 0) continue;
+    const failed = e.message.slice(at + prefix.length).match(/^[\w.]+/)?.[0];
+    if (!column || failed === column) return true;
   }
   return false;
 }

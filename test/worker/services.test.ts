@@ -161,11 +161,11 @@ describe("host port assignment", () => {
     const project = await createProject();
     const key = (await keys()).write;
     const created = await Promise.all(
-      Array.from({ length: 6 }, () => createAs(key, project.id, serviceBody())),
+      Array.from({ length: 12 }, () => createAs(key, project.id, serviceBody())),
     );
-    expect(created.map((res) => res.status)).toEqual(Array(6).fill(201));
+    expect(created.map((res) => res.status)).toEqual(Array(12).fill(201));
     const ports = created.map((res) => res.body.service.hostPort);
-    expect(new Set(ports).size).toBe(6);
+    expect(new Set(ports).size).toBe(12);
   });
 
   it("answers 409 to an explicit hostPort another service holds", async () => {

@@ -6,7 +6,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { apiKey, bootstrapBody } from "../../schema/api";
 import { apiKeys, installation } from "../../schema/tables";
 import { hashSecret, timingSafeEqual } from "../crypto";
-import { isUniqueViolation } from "../sql";
+import { isConstraintViolation } from "../sql";
 import { ApiError, conflict, ErrorCode } from "../errors";
 import { newId, newSecret } from "../ids";
 import { errorResponses, jsonBody, jsonResponse } from "../openapi";
@@ -61,7 +61,7 @@ export const bootstrapRoutes = newRouter().openapi(bootstrapRoute, async (c) => 
     ]);
     return c.json({ apiKey: apiKeyJson(row), secret }, 201);
   } catch (error) {
-    if (isUniqueViolation(error, "installation.key")) {
+    if (isConstraintViolation(error, "UNIQUE", "installation.key")) {
       throw conflict("This installation is already bootstrapped; ask an admin for a key");
     }
     throw error;

@@ -9,7 +9,7 @@ import { createServiceBody, service, updateServiceBody } from "../../schema/api"
 import { deployments, runners, services } from "../../schema/tables";
 import { requireAccess } from "../auth";
 import { seal } from "../crypto";
-import { ApiError, conflict, notFound } from "../errors";
+import { conflict, notFound } from "../errors";
 import {
   hostPortConflict,
   hostPortRange,
@@ -21,16 +21,13 @@ import { encryptionKey, findProject, findService, type ServiceRow } from "../loo
 import { authErrors, errorResponses, idParam, jsonBody, jsonResponse } from "../openapi";
 import { database, newRouter, type Database } from "../router";
 import { serviceJson } from "../serializers";
-import { isUniqueViolation, oldestFirst } from "../sql";
+import { isConstraintViolation, oldestFirst } from "../sql";
 import { invalidField } from "../validation";
 
 type NewService = typeof services.$inferInsert;
 
 /** Deployments in these states still need their service's row. */
 const unfinishedStatuses = ["queued", "building"] as const;
-
-/** Attempts at claiming a free port before giving up on a busy installation. */
-const PORT_CLAIM_ATTEMPTS = 5;
 
 /**
  * The runner a service names: an explicit id must exist, null means none,
@@ -48,43 +45,43 @@ async function resolveRunner(db: Database, runnerId: string | null | undefined) 
 }
 
 /**
- * Inserts with an explicit host port. The unique index is the only check, so
- * a port taken by a concurrent request is refused exactly like any other.
+ * Inserts a service. The database settles its host port within the one
+ * INSERT: an explicit port through the unique index, so one taken by a
+ * concurrent request is refused like any other; a missing one by choosing
+ * the lowest free port inside the statement itself.
  */
-async function insertService(db: Database, values: NewService): Promise<ServiceRow> {
-  try {
-    const [row] = await db.insert(services).values(values).returning();
-    return row;
-  } catch (error) {
-    if (isUniqueViolation(error, "services.host_port")) {
-      throw hostPortConflict(values.hostPort);
-    }
-    throw error;
-  }
-}
-
-/**
- * Inserts with the lowest free host port. When a concurrent request claims
- * the same port first, the unique index refuses this one, which looks again.
- */
-async function insertWithFreePort(
+async function insertService(
   db: Database,
   env: Env,
   values: Omit<NewService, "hostPort">,
+  hostPort: number | undefined,
 ): Promise<ServiceRow> {
-  const range = hostPortRange(env);
-  for (let attempt = 1; ; attempt++) {
-    const hostPort = await lowestFreeHostPort(db, range);
-    if (hostPort === null) throw hostPortsExhausted(range);
+  if (hostPort === undefined) {
+    const range = hostPortRange(env);
     try {
-      return await insertService(db, { ...values, hostPort });
+      const claim = { ...values, hostPort: lowestFreeHostPort(range) };
+      const [row] = await db.insert(services).values(claim).returning();
+      return row;
     } catch (error) {
-      const lostRace = error instanceof ApiError && error.status === 409;
-      if (!lostRace) throw error;
-      if (attempt === PORT_CLAIM_ATTEMPTS) {
-        throw conflict("Could not claim a free host port under contention; try again");
+      // The subquery found no free port.
+      if (isConstraintViolation(error, "NOT NULL", "services.host_port")) {
+        throw hostPortsExhausted(range);
       }
+      throw error;
     }
+  }
+
+  try {
+    const [row] = await db
+      .insert(services)
+      .values({ ...values, hostPort })
+      .returning();
+    return row;
+  } catch (error) {
+    if (isConstraintViolation(error, "UNIQUE", "services.host_port")) {
+      throw hostPortConflict(hostPort);
+    }
+    throw error;
   }
 }
 
@@ -179,12 +176,7 @@ export const serviceRoutes = newRouter()
       runnerId: await resolveRunner(db, runnerId),
       envSealed: await sealEnv(c.env, env),
     };
-    let row: ServiceRow;
-    if (hostPort === undefined) {
-      row = await insertWithFreePort(db, c.env, values);
-    } else {
-      row = await insertService(db, { ...values, hostPort });
-    }
+    const row = await insertService(db, c.env, values, hostPort);
     return c.json({ service: await serviceJson(c.env, row, c.var.apiKey) }, 201);
   })
 
@@ -227,7 +219,7 @@ export const serviceRoutes = newRouter()
         .where(eq(services.id, current.id))
         .returning();
     } catch (error) {
-      if (isUniqueViolation(error, "services.host_port")) {
+      if (isConstraintViolation(error, "UNIQUE", "services.host_port")) {
         throw hostPortConflict(hostPort!);
       }
       throw error;
