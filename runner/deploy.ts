@@ -76,8 +76,9 @@ export async function runDeployment(
     io.phase(next, commitSha ?? undefined);
   };
 
-  const workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
+  let workDir: string | null = null;
   try {
+    workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
     phase("cloning");
     commitSha = await clone(ctx, path.join(workDir, "repo"));
     phase("building");
@@ -96,7 +97,7 @@ export async function runDeployment(
     const ending = await endAttempt(ctx, error);
     return { ...ending, commitSha, reason: redact(ending.reason) };
   } finally {
-    await rm(workDir, { recursive: true, force: true });
+    if (workDir) await rm(workDir, { recursive: true, force: true });
   }
 }
 
@@ -277,6 +278,9 @@ async function endAttempt(
   error: unknown,
 ): Promise<{ outcome: "failed" | "aborted"; reason: string }> {
   const { docker, names, job } = ctx;
+  // TODO(disk): a classic build that fails or is aborted leaves the steps it
+  // finished as untagged cache images; they carry no labels of ours, and
+  // other builds may share them, so they are left to `docker image prune`.
   const removed: string[] = [];
   try {
     if (await docker.remove(names.candidate))

@@ -150,7 +150,10 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
   return {
     async ping() {
       try {
-        await docker.ping();
+        // A wedged daemon accepts the connection and never answers. dockerode
+        // takes an abortSignal here; @types/dockerode does not know it yet.
+        const ping = docker.ping.bind(docker) as (options: object) => Promise<unknown>;
+        await ping({ abortSignal: AbortSignal.timeout(5_000) });
       } catch (error) {
         throw new Error(explainUnreachable(error, options.socketPath));
       }

@@ -306,6 +306,59 @@ describe.concurrent("runDeployment", () => {
     expect((await service.containers()).length).toBe(1);
   });
 
+  it("rolls the swap back when aborted during it: the previous deployment serves again", async () => {
+    const service = await newService();
+    await service.repo.commit(app("v1"), "first version");
+    const first = service.job();
+    expect((await deploy(first)).result.outcome).toBe("running");
+
+    await service.repo.commit(app("v2"), "second version");
+    const job = service.job();
+    const controller = new AbortController();
+    const run = await deploy(job, {
+      signal: controller.signal,
+      onLine: (line) => {
+        if (line.startsWith(`Starting aeroplane-${service.serviceId}-stable`))
+          controller.abort();
+      },
+    });
+
+    expect(run.result.outcome).toBe("aborted");
+    expect(text(run)).toContain(
+      `Rolled back: the previous aeroplane-${service.serviceId}-stable serves again`,
+    );
+    expect(await service.answer()).toBe("v1");
+    const containers = await service.containers();
+    expect(
+      containers.map((container) => container.Labels["aeroplane.deployment-id"]),
+    ).toEqual([first.deploymentId]);
+    expect(containers[0].Names).toEqual([`/aeroplane-${service.serviceId}-stable`]);
+    expect(await imageExists(job.imageTag)).toBe(false);
+  });
+
+  it("fails when the host port is taken, leaving nothing behind", async () => {
+    const service = await newService();
+    await service.repo.commit(app("v1"), "first version");
+    const squatter = net.createServer();
+    await new Promise<void>((resolve) =>
+      squatter.listen(service.hostPort, "0.0.0.0", resolve),
+    );
+    try {
+      const job = service.job();
+      const run = await deploy(job);
+      expect(run.result.outcome).toBe("failed");
+      expect(run.result.reason).toMatch(
+        new RegExp(
+          `^Could not start aeroplane-${service.serviceId}-stable: .*address already in use`,
+        ),
+      );
+      expect(await service.containers()).toEqual([]);
+      expect(await imageExists(job.imageTag)).toBe(false);
+    } finally {
+      squatter.close();
+    }
+  });
+
   it("redacts environment values from every log line and the reason", async () => {
     const service = await newService();
     const leak = `CMD ["node", "-e", "console.log('token=' + process.env.API_TOKEN); process.exit(1)"]`;

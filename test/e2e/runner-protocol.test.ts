@@ -4,9 +4,11 @@
  * WebSocket server, so drops, resends and acks happen exactly when a test
  * says. (test/e2e/deploy.test.ts covers the runner against the real Worker.)
  */
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import Docker from "dockerode";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket } from "ws";
 import {
   PROTOCOL_VERSION,
@@ -25,6 +27,8 @@ import {
 import { createDockerClient } from "../../runner/docker.js";
 import { parseRunnerArgs } from "../../runner/main.js";
 import { Outbox } from "../../runner/outbox.js";
+import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures.js";
+import { servedRepository } from "./support/git-server.js";
 
 const at = new Date("2026-06-10T08:45:00.000Z");
 const lease = { deploymentId: "dep_1", leaseId: "lse_1" };
@@ -437,6 +441,68 @@ describe("the runner protocol client", () => {
     expect(reject.reason).toMatch(
       /^Docker is not reachable at \/nonexistent\/docker.sock \(ENOENT\)\. Start the Docker daemon/,
     );
+  });
+});
+
+describe("the runner process", () => {
+  const serviceId = `svc_sigterm${process.pid}`;
+  afterAll(() => removeServices([serviceId]));
+
+  it("on SIGTERM aborts the running deployment, cleans up, reports it and exits", async () => {
+    await ensureBaseImage();
+    const repo = await servedRepository();
+    running.push(repo);
+    await repo.commit(
+      {
+        Dockerfile: [
+          `FROM ${baseImage}`,
+          `RUN ["node", "-e", "console.log('slow step started'); setTimeout(() => {}, 120000)"]`,
+        ].join("\n"),
+      },
+      "slow build",
+    );
+    const plane = await ScriptedControlPlane.start();
+    running.push(plane);
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "runner/main.ts", "--url", plane.url, "--token", "apr_process"],
+      { env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn" }, stdio: "inherit" },
+    );
+    const exited = once(child, "exit");
+    running.push({ stop: async () => void child.kill("SIGKILL") });
+
+    const hello = await plane.welcome(0);
+    expect(hello.version).toBe("0.1.0");
+    const job = { ...testJob(1), serviceId, repoUrl: repo.url };
+    job.imageTag = `aeroplane-${serviceId}-${job.deploymentId}`;
+    await plane.startJob(job);
+    await plane.next("logs", 0, (frame) =>
+      frame.lines.some((line) => line.line === "slow step started"),
+    );
+
+    const signalledAt = Date.now();
+    child.kill("SIGTERM");
+    const [code] = await exited;
+    expect(code).toBe(0);
+    expect(Date.now() - signalledAt).toBeLessThan(10_000);
+
+    const result = await plane.next("job.result");
+    expect(result).toMatchObject({ outcome: "aborted", leaseId: job.leaseId });
+    const lines = plane.frames.flatMap((frame) =>
+      frame.type === "logs" ? frame.lines : [],
+    );
+    expect(lines.at(-1)).toMatchObject({
+      seq: result.lastSeq,
+      line: expect.stringMatching(/^Deployment aborted; removed /),
+    });
+    const docker = new Docker();
+    const left = await docker.listContainers({
+      all: true,
+      filters: { label: [`aeroplane.service-id=${serviceId}`] },
+    });
+    expect(left).toEqual([]);
+    const images = await docker.listImages({ filters: { reference: [job.imageTag] } });
+    expect(images).toEqual([]);
   });
 });
 
