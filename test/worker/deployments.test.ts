@@ -203,6 +203,30 @@ describe("a runner taking a job", () => {
     expect(row.body.deployment).toMatchObject({ status: "aborted", finishedAt: expect.any(String) });
   });
 
+  it("closes the socket of a runner that an admin removes", async () => {
+    const runner = await seedRunner();
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello();
+    await socket.next("welcome");
+    const admin = await seedKey("admin");
+    expect((await api("DELETE", `/api/runners/${runner.id}`, { key: admin })).status).toBe(204);
+    expect(await socket.closed).toBe(4003);
+    const again = await api("GET", "/api/runners/connect", { key: runner.token });
+    expect(again.status).toBe(401);
+  });
+
+  it("replaces the first socket when the runner connects again", async () => {
+    const runner = await seedRunner();
+    const first = await ScriptedRunner.connect(runner.token);
+    first.hello();
+    await first.next("welcome");
+    const second = await ScriptedRunner.connect(runner.token);
+    expect(await first.closed).toBe(4000);
+    second.hello();
+    expect((await second.next("welcome")).runnerId).toBe(runner.id);
+    second.close();
+  });
+
   it("refuses a runner socket with a bad token", async () => {
     const res = await api("GET", "/api/runners/connect", { key: "apr_nope" });
     expect(res.status).toBe(401);

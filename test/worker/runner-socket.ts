@@ -16,7 +16,13 @@ export class ScriptedRunner {
   #inbox: WorkerFrame[] = [];
   #waiters: (() => void)[] = [];
 
+  /** Resolves with the close code once the Worker closes the socket. */
+  readonly closed: Promise<number>;
+
   private constructor(readonly socket: WebSocket) {
+    this.closed = new Promise((resolve) =>
+      socket.addEventListener("close", (event) => resolve(event.code)),
+    );
     socket.addEventListener("message", (event) => {
       const frame = parseFrame(workerFrame, event.data);
       expect(frame, `unparseable frame ${String(event.data)}`).not.toBeNull();

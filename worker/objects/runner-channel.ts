@@ -44,6 +44,7 @@ const WATCHDOG_INTERVAL_MS = 5_000;
 const HEARTBEAT_WRITE_INTERVAL_MS = 15_000;
 const CLOSE_REPLACED = 4000;
 const CLOSE_PROTOCOL = 4001;
+const CLOSE_REMOVED = 4003;
 
 export class RunnerChannel extends DurableObject<Env> {
   #sql: SqlStorage;
@@ -103,6 +104,11 @@ export class RunnerChannel extends DurableObject<Env> {
         this.#send({ type: "job.abort", deploymentId, leaseId: lease.lease_id });
       }
     });
+  }
+
+  /** Closes the runner's socket, e.g. because the runner was removed. */
+  async disconnect(reason: string): Promise<void> {
+    for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE_REMOVED, reason);
   }
 
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -317,7 +323,7 @@ export class RunnerChannel extends DurableObject<Env> {
 
   /** Offers queued deployments while the runner has free slots. */
   async #dispatch(): Promise<void> {
-    if (this.ctx.getWebSockets().length === 0 || this.#fact("capacity") === null) return;
+    if (this.#openSockets().length === 0 || this.#fact("capacity") === null) return;
     const leases = this.#leases();
     let free = Number(this.#fact("capacity")) - leases.length;
     if (free <= 0) return;
@@ -427,7 +433,7 @@ export class RunnerChannel extends DurableObject<Env> {
   }
 
   async #markOfflineIfGone(closed: WebSocket): Promise<void> {
-    const others = this.ctx.getWebSockets().filter((ws) => ws !== closed);
+    const others = this.#openSockets().filter((ws) => ws !== closed);
     if (others.length > 0) return;
     await database(this.env)
       .update(runners)
@@ -445,7 +451,7 @@ export class RunnerChannel extends DurableObject<Env> {
 
   #send(frame: WorkerFrame): void {
     const text = JSON.stringify(frame);
-    for (const ws of this.ctx.getWebSockets()) {
+    for (const ws of this.#openSockets()) {
       try {
         ws.send(text);
       } catch (error) {
@@ -455,10 +461,15 @@ export class RunnerChannel extends DurableObject<Env> {
   }
 
   async #scheduleWatchdog(): Promise<void> {
-    const active = this.ctx.getWebSockets().length > 0 || this.#leases().length > 0;
+    const active = this.#openSockets().length > 0 || this.#leases().length > 0;
     if (active && (await this.ctx.storage.getAlarm()) === null) {
       await this.ctx.storage.setAlarm(Date.now() + WATCHDOG_INTERVAL_MS);
     }
+  }
+
+  /** Sockets still open: a replaced one lingers in getWebSockets() while closing. */
+  #openSockets(): WebSocket[] {
+    return this.ctx.getWebSockets().filter((ws) => ws.readyState === WebSocket.OPEN);
   }
 
   #leaseTimeoutMs(): number {

@@ -9,6 +9,7 @@ import { createRunnerBody, runner } from "../../schema/api";
 import { runners } from "../../schema/tables";
 import { requireAccess } from "../auth";
 import { hashSecret } from "../crypto";
+import { runnerChannel } from "../deployments";
 import { notFound } from "../errors";
 import { newId, newSecret } from "../ids";
 import { authErrors, errorResponses, idParam, jsonBody, jsonResponse } from "../openapi";
@@ -62,7 +63,7 @@ const deleteRunnerRoute = createRoute({
   path: "/runners/{runnerId}",
   summary: "Remove a runner",
   description:
-    "Its token stops working; services that named it are left without a runner.",
+    "Its token stops working and its open connection is closed; services that named it are left without a runner.",
   tags: ["Runners"],
   middleware: [requireAccess("admin")] as const,
   request: { params: runnerParams },
@@ -108,5 +109,7 @@ export const runnerRoutes = newRouter()
       .where(eq(runners.id, runnerId))
       .returning({ id: runners.id });
     if (deleted.length === 0) throw notFound("Runner");
+    // The token was checked when the socket opened; close it now.
+    await runnerChannel(c.env, runnerId).disconnect("The runner was removed");
     return c.body(null, 204);
   });
