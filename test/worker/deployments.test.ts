@@ -1,7 +1,8 @@
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ScriptedRunner } from "./runner-socket";
-import { api, seedKey, seedRunner, seedService } from "./seed";
+import { seedKey, seedRunner, seedService } from "./seed";
+import { api } from "./support";
 
 let reader: string;
 let writer: string;

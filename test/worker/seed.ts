@@ -49,24 +49,3 @@ export async function seedService(
   });
   return { projectId, serviceId };
 }
-
-/** A request as a curl user would send it. */
-export async function api(
-  method: string,
-  path: string,
-  { key, body }: { key?: string; body?: unknown } = {},
-): Promise<{ status: number; body: any; headers: Headers }> {
-  const headers: Record<string, string> = {};
-  if (key) headers.Authorization = `Bearer ${key}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const res = await SELF_fetch(`http://aeroplane.test${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
-}
-
-import { SELF } from "cloudflare:test";
-const SELF_fetch = (url: string, init: RequestInit) => SELF.fetch(url, init);
