@@ -9,6 +9,7 @@
 import Docker from "dockerode";
 import type { Readable } from "node:stream";
 import { packBuildContext } from "./build-context.js";
+import { BuildProgress } from "./build-progress.js";
 import { createLogger, errorMessage } from "./logger.js";
 
 const log = createLogger("runner:docker");
@@ -327,16 +328,6 @@ function splitLines(text: string): string[] {
     .filter((line, index, all) => line !== "" || index < all.length - 1);
 }
 
-/** A line in Docker's JSON build progress stream. */
-interface BuildMessage {
-  stream?: string;
-  status?: string;
-  id?: string;
-  progress?: string;
-  error?: string;
-  errorDetail?: { message?: string };
-}
-
 async function buildImage(docker: Docker, options: BuildOptions): Promise<void> {
   const { signal } = options;
   signal?.throwIfAborted();
@@ -368,27 +359,11 @@ async function buildImage(docker: Docker, options: BuildOptions): Promise<void> 
   const onAbort = () => response.destroy(signal?.reason as Error);
   signal?.addEventListener("abort", onAbort, { once: true });
 
-  let failure: string | null = null;
-  const text = new BuildOutput(options.onLine);
-  const messages = new LineBuffer((json) => {
-    const message = parseBuildMessage(json);
-    if (!message) return;
-    if (message.error || message.errorDetail) {
-      failure = message.errorDetail?.message ?? message.error ?? "unknown build error";
-    } else if (message.stream !== undefined) {
-      text.push(message.stream);
-    } else if (message.status && !message.progress) {
-      options.onLine(
-        message.id ? `${message.id}: ${message.status}` : message.status,
-        "stdout",
-      );
-    }
-  });
+  const progress = new BuildProgress(options.onLine);
+  response.setEncoding("utf8");
 
   try {
-    for await (const chunk of response) messages.push(String(chunk));
-    messages.end();
-    text.end();
+    for await (const chunk of response) progress.push(chunk as string);
   } catch (error) {
     signal?.throwIfAborted();
     throw new Error(
@@ -398,68 +373,7 @@ async function buildImage(docker: Docker, options: BuildOptions): Promise<void> 
     signal?.removeEventListener("abort", onAbort);
   }
   signal?.throwIfAborted();
+  const failure = progress.end();
   if (failure !== null) throw new BuildFailedError(failure);
   log.info("Built image", { tag: options.tag });
-}
-
-function parseBuildMessage(json: string): BuildMessage | null {
-  if (json.trim() === "") return null;
-  try {
-    return JSON.parse(json) as BuildMessage;
-  } catch {
-    log.warn("Ignored an unreadable build message", { json });
-    return null;
-  }
-}
-
-/**
- * Splits the classic builder's `stream` text into stdout and stderr lines.
- * The builder marks each write a build step made to stderr by wrapping it
- * in the ANSI colour codes ESC[91m … ESC[0m; those become the stream.
- */
-class BuildOutput {
-  #stream: OutputStream = "stdout";
-  #buffers: Record<OutputStream, LineBuffer>;
-
-  constructor(onLine: (line: string, stream: OutputStream) => void) {
-    // Docker separates steps with blank lines; they carry nothing.
-    const emit = (stream: OutputStream) => (line: string) => {
-      if (line.trim() !== "") onLine(line, stream);
-    };
-    this.#buffers = {
-      stdout: new LineBuffer(emit("stdout")),
-      stderr: new LineBuffer(emit("stderr")),
-    };
-  }
-
-  push(text: string): void {
-    for (const part of text.split(/(\x1b\[91m|\x1b\[0m)/)) {
-      if (part === "\x1b[91m") this.#stream = "stderr";
-      else if (part === "\x1b[0m") this.#stream = "stdout";
-      else if (part !== "") this.#buffers[this.#stream].push(part);
-    }
-  }
-
-  end(): void {
-    this.#buffers.stdout.end();
-    this.#buffers.stderr.end();
-  }
-}
-
-/** Reassembles lines from chunks that may split or join them anywhere. */
-class LineBuffer {
-  #pending = "";
-
-  constructor(private readonly onLine: (line: string) => void) {}
-
-  push(chunk: string): void {
-    const lines = (this.#pending + chunk).split("\n");
-    this.#pending = lines.pop() ?? "";
-    for (const line of lines) this.onLine(line.replace(/\r$/, ""));
-  }
-
-  end(): void {
-    if (this.#pending !== "") this.onLine(this.#pending);
-    this.#pending = "";
-  }
 }

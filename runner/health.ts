@@ -76,8 +76,9 @@ export async function waitUntilHealthy(options: {
     const remaining = deadline - clock.now();
     last = await options.probe(Math.max(1, Math.min(2_000, remaining)));
     signal.throwIfAborted();
-    if (isHealthy(last))
-      return { outcome: "healthy", status: (last as { status: number }).status };
+    if ("status" in last && isHealthy(last))
+      return { outcome: "healthy", status: last.status };
+    return { outcome: "healthy", status: (last as { status: number }).status };
 
     const wait = Math.min(interval, deadline - clock.now());
     if (wait <= 0) return { outcome: "timeout", last };

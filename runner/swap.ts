@@ -11,7 +11,7 @@
 import type { Job } from "../schema/protocol.js";
 import type { Clock } from "./clock.js";
 import { aeroplaneLabels, type DockerClient, type OutputStream } from "./docker.js";
-import { probeHttp, waitUntilHealthy } from "./health.js";
+import { probeHttp, waitUntilHealthy, type WaitResult } from "./health.js";
 import { errorMessage, type Logger } from "./logger.js";
 
 /**
@@ -65,14 +65,18 @@ export function containerNames(serviceId: string, deploymentId: string): Contain
 export async function swapIn(ctx: AttemptContext): Promise<void> {
   const { job, docker, names } = ctx;
   const current = await findCurrentStable(ctx);
-
-  if (current) {
-    ctx.log(`Stopping ${names.stable} (deployment ${current.deploymentId ?? "unknown"})`);
-    await docker.stop(names.stable, stopTimeoutSeconds);
-    await docker.rename(names.stable, names.previous);
-  }
+  // How far the swap got, which is what a rollback has to undo.
+  let progress: SwapProgress = current ? "live" : "none";
 
   try {
+    if (current) {
+      const deployment = current.deploymentId ?? "unknown";
+      ctx.log(`Stopping ${names.stable} (deployment ${deployment})`);
+      await docker.stop(names.stable, stopTimeoutSeconds);
+      await docker.rename(names.stable, names.previous);
+      progress = "parked";
+    }
+
     ctx.log(`Starting ${names.stable} on port ${job.hostPort}`);
     await docker
       .createAndStart({
@@ -88,17 +92,33 @@ export async function swapIn(ctx: AttemptContext): Promise<void> {
           `Could not start ${names.stable}: ${errorMessage(error)}`,
         );
       });
-    await checkPublished(ctx);
+
+    const check = await answersOnHostPort(ctx, ctx.signal);
+    if (check.outcome !== "healthy") {
+      const detail =
+        check.outcome === "exited"
+          ? "it exited"
+          : `no healthy answer from 127.0.0.1:${job.hostPort}${job.healthCheckPath}`;
+      throw new DeployFailure(
+        `${names.stable} failed its check after the swap: ${detail}`,
+      );
+    }
     // The last moment an abort can still undo the swap.
     ctx.signal.throwIfAborted();
   } catch (error) {
-    await rollBack(ctx, current !== null);
+    await rollBack(ctx, progress);
     throw error;
   }
 
   ctx.log(`Swapped in ${names.stable} (${job.imageTag}) on port ${job.hostPort}`);
   if (current) await removeReplaced(ctx, current.image);
 }
+
+/**
+ * none: there was no live container; live: it still has the stable name
+ * (perhaps stopped); parked: it waits as `-previous`.
+ */
+type SwapProgress = "none" | "live" | "parked";
 
 interface CurrentStable {
   image: string;
@@ -129,37 +149,46 @@ async function findCurrentStable(ctx: AttemptContext): Promise<CurrentStable | n
   };
 }
 
-/** Checks the new stable container through its published port. */
-async function checkPublished(ctx: AttemptContext): Promise<void> {
+/** Waits until the stable container answers through its published port. */
+function answersOnHostPort(
+  ctx: AttemptContext,
+  signal: AbortSignal,
+): Promise<WaitResult> {
   const { job, docker, names } = ctx;
-  const result = await waitUntilHealthy({
+  return waitUntilHealthy({
     probe: (timeoutMs) =>
-      probeHttp("127.0.0.1", job.hostPort, job.healthCheckPath, timeoutMs, ctx.signal),
+      probeHttp("127.0.0.1", job.hostPort, job.healthCheckPath, timeoutMs, signal),
     isAlive: async () => (await docker.inspect(names.stable))?.running ?? false,
     timeoutMs: job.healthCheckTimeoutMs,
     intervalMs: 250,
     clock: ctx.clock,
-    signal: ctx.signal,
+    signal,
   });
-  if (result.outcome === "healthy") return;
-
-  const detail =
-    result.outcome === "exited"
-      ? "it exited"
-      : `no healthy answer from 127.0.0.1:${job.hostPort}${job.healthCheckPath}`;
-  throw new DeployFailure(`${names.stable} failed its check after the swap: ${detail}`);
 }
 
-/** Removes the new stable container and puts the parked one back. */
-async function rollBack(ctx: AttemptContext, hadPrevious: boolean): Promise<void> {
-  const { docker, names } = ctx;
-  ctx.logger.warn("Rolling back the swap", { name: names.stable });
+/** Undoes a swap: removes the new container and brings the old one back. */
+async function rollBack(ctx: AttemptContext, progress: SwapProgress): Promise<void> {
+  const { docker, names, job } = ctx;
+  ctx.logger.warn("Rolling back the swap", { name: names.stable, progress });
   try {
-    await docker.remove(names.stable);
-    if (!hadPrevious) return;
-    await docker.rename(names.previous, names.stable);
+    // Until the old container is parked, the stable name is still its own.
+    if (progress !== "live") await docker.remove(names.stable);
+    if (progress === "none") return;
+    if (progress === "parked") await docker.rename(names.previous, names.stable);
     await docker.start(names.stable);
-    ctx.log(`Rolled back: the previous ${names.stable} serves again`);
+
+    // Wait until it serves again, even after an abort: that is the promise
+    // an abort during the swap makes.
+    const check = await answersOnHostPort(ctx, new AbortController().signal);
+    if (check.outcome === "healthy") {
+      ctx.log(`Rolled back: the previous ${names.stable} serves again`);
+    } else {
+      ctx.log(
+        `Rolled back to the previous ${names.stable}, but it does not answer on port ` +
+          `${job.hostPort}`,
+        "stderr",
+      );
+    }
   } catch (error) {
     // Nothing more can be done here; say so where the operator will look.
     ctx.log(`Rolling back the swap failed: ${errorMessage(error)}`, "stderr");

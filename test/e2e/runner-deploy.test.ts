@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Job, JobPhase } from "../../schema/protocol.js";
 import { runDeployment, type DeploymentResult } from "../../runner/deploy.js";
 import { createDockerClient } from "../../runner/docker.js";
+import { freePort } from "../../scripts/local-control-plane.js";
 import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures.js";
 import { servedRepository, type ServedRepository } from "./support/git-server.js";
 
@@ -41,17 +42,6 @@ function app(reply: string, { run = "", cmd = "" } = {}): Record<string, string>
       .createServer((request, response) => response.end(${JSON.stringify(reply)}))
       .listen(3000, () => console.log("listening on 3000"));`,
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 const randomId = (prefix: string) => `${prefix}_${randomBytes(8).toString("hex")}`;
