@@ -168,3 +168,56 @@ export const createApiKeyBody = z
   })
   .strict();
 export const bootstrapBody = z.object({ token: z.string().min(1), name: name.optional() }).strict();
+
+// ── AI providers and failure explanations ───────────────────────────────────
+
+/** The provider that needs no AI: it matches the log against known failures. */
+export const BUILTIN_PROVIDER_ID = "builtin";
+
+export const providerId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, "must be lowercase letters, digits, - or _")
+  .openapi({ example: "openai" });
+
+const model = z.string().trim().min(1).max(200);
+
+export const aiProvider = z
+  .object({
+    id: z.string(),
+    baseURL: z.string(),
+    defaultModel: z.string(),
+    /** Always true: the key is required, sealed at rest and never shown. */
+    hasApiKey: z.literal(true),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi("AiProvider");
+
+export const putAiProviderBody = z
+  .object({
+    /** Optional for `openai` only, which defaults to OpenAI's own endpoint. */
+    baseURL: z
+      .url({ protocol: /^https?$/, error: "must be an http(s) URL" })
+      .max(2000)
+      .refine((u) => !/^[a-z]+:\/\/[^/]*@/i.test(u), {
+        message: "must not contain credentials; send the key as apiKey",
+      })
+      .optional(),
+    apiKey: z.string().min(1).max(4096),
+    defaultModel: model,
+  })
+  .strict();
+
+export const explainFailureBody = z
+  .object({ providerId: providerId.optional(), model: model.optional() })
+  .strict();
+
+export const failureExplanation = z
+  .object({
+    summary: z.string().trim().min(1).max(2000),
+    likelyCause: z.string().trim().min(1).max(2000),
+    suggestedFix: z.string().trim().min(1).max(4000),
+    commands: z.array(z.string().trim().min(1).max(1000)).max(20),
+  })
+  .openapi("FailureExplanation");
+export type FailureExplanation = z.infer<typeof failureExplanation>;

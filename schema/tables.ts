@@ -3,7 +3,14 @@
  * Log lines do not live here; each deployment's Durable Object keeps them.
  */
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import {
+  index,
+  integer,
+  primaryKey,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
 
 /** ISO 8601 UTC with milliseconds, as SQLite writes it. */
 const now = sql`(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))`;
@@ -109,4 +116,39 @@ export const deployments = sqliteTable(
       .on(table.serviceId)
       .where(sql`status = 'building'`),
   ],
+);
+
+/**
+ * OpenAI-compatible endpoints that explain failed deployments. The id is the
+ * admin's own name for the endpoint ("openai", "groq", "ollama", …).
+ */
+export const aiProviders = sqliteTable("ai_providers", {
+  id: text("id").primaryKey(),
+  baseURL: text("base_url").notNull(),
+  /** AES-GCM sealed API key; it is never shown again. */
+  apiKeySealed: text("api_key_sealed").notNull(),
+  defaultModel: text("default_model").notNull(),
+  createdAt: text("created_at").notNull().default(now),
+  updatedAt: text("updated_at").notNull().default(now),
+});
+
+/**
+ * Explanations a provider gave, one per deployment, provider and model, so
+ * asking again costs nothing. A failed deployment's log no longer changes.
+ */
+export const failureExplanations = sqliteTable(
+  "failure_explanations",
+  {
+    deploymentId: text("deployment_id")
+      .notNull()
+      .references(() => deployments.id, { onDelete: "cascade" }),
+    providerId: text("provider_id")
+      .notNull()
+      .references(() => aiProviders.id, { onDelete: "cascade" }),
+    model: text("model").notNull(),
+    /** The validated explanation JSON, exactly as it is answered. */
+    explanation: text("explanation").notNull(),
+    createdAt: text("created_at").notNull().default(now),
+  },
+  (table) => [primaryKey({ columns: [table.deploymentId, table.providerId, table.model] })],
 );
