@@ -9,7 +9,7 @@ import type { Clock } from "./clock.js";
 
 export type ProbeResult = { status: number } | { error: string };
 
-export const isHealthy = (result: ProbeResult): boolean =>
+export const isHealthy = (result: ProbeResult): result is { status: number } =>
   "status" in result && result.status >= 200 && result.status < 400;
 
 /** One GET of `http://host:port/path`, answered or failed within `timeoutMs`. */
@@ -76,9 +76,7 @@ export async function waitUntilHealthy(options: {
     const remaining = deadline - clock.now();
     last = await options.probe(Math.max(1, Math.min(2_000, remaining)));
     signal.throwIfAborted();
-    if ("status" in last && isHealthy(last))
-      return { outcome: "healthy", status: last.status };
-    return { outcome: "healthy", status: (last as { status: number }).status };
+    if (isHealthy(last)) return { outcome: "healthy", status: last.status };
 
     const wait = Math.min(interval, deadline - clock.now());
     if (wait <= 0) return { outcome: "timeout", last };
