@@ -57,6 +57,7 @@ export class Agent {
   #flushTimer: ReturnType<typeof setTimeout> | undefined;
   /** Why Docker is unusable, or null while it answers. */
   #dockerProblem: string | null = null;
+  #stopping = false;
 
   constructor(options: AgentOptions) {
     this.#options = { runJob: runDeployment, flushIntervalMs: 100, ...options };
@@ -129,6 +130,7 @@ export class Agent {
    * then hands out their last lines and results.
    */
   async shutdown(timeoutMs = 10_000): Promise<void> {
+    this.#stopping = true;
     for (const [leaseId, held] of this.#jobs) {
       if (held.state === "reserved") this.#jobs.delete(leaseId);
       else held.controller.abort(new Error("The runner is shutting down"));
@@ -187,8 +189,14 @@ export class Agent {
     const ref = { deploymentId: job.deploymentId, leaseId: job.leaseId };
     if (this.#jobs.has(job.leaseId)) return this.#reply({ type: "job.accept", ...ref });
 
-    const busy = [...this.#jobs.values()].length;
-    if (busy >= this.#options.capacity) {
+    if (this.#stopping) {
+      return this.#reply({
+        type: "job.reject",
+        ...ref,
+        reason: "The runner is shutting down",
+      });
+    }
+    if (this.#jobs.size >= this.#options.capacity) {
       const reason = `All ${this.#options.capacity} job slots are busy`;
       return this.#reply({ type: "job.reject", ...ref, reason });
     }

@@ -89,6 +89,9 @@ export async function startRunner(settings: RunnerSettings): Promise<RunningRunn
   });
   // Unreachable Docker is logged with a fix; the runner still connects and
   // turns offers down with the same reason until Docker answers.
+  // TODO(cleanup): a runner killed mid-deployment leaves that attempt's
+  // candidate container and image behind; sweep them here once a host can be
+  // known to run a single runner (another one's live attempt looks the same).
   await agent.checkDocker();
 
   const connection = new ControlConnection({

@@ -402,6 +402,25 @@ describe("the runner protocol client", () => {
     expect(result).toMatchObject({ outcome: "aborted", lastSeq: 4 });
   });
 
+  it("on shutdown aborts its jobs, reports them, and takes no new ones", async () => {
+    const { plane, agent } = await startRunner(controllableJob().run);
+    await plane.welcome(0);
+    await plane.startJob(testJob(1));
+    await plane.next("logs");
+
+    const stopped = agent.shutdown(5_000);
+    plane.send({ type: "job.offer", job: testJob(2) });
+    expect(await plane.next("job.reject")).toMatchObject({
+      leaseId: "lse_2",
+      reason: "The runner is shutting down",
+    });
+    await stopped;
+    expect(await plane.next("job.result")).toMatchObject({
+      leaseId: "lse_1",
+      outcome: "aborted",
+    });
+  });
+
   it("rejects offers beyond its capacity and accepts again when a slot frees", async () => {
     const job = controllableJob();
     const { plane } = await startRunner(job.run, 1);
