@@ -145,7 +145,8 @@ export class ControlConnection {
       if (this.#socket === socket) this.#socket = null;
       if (openedAt !== null) {
         const why = closeReasons[code] ?? (reason.toString() || `code ${code}`);
-        log.warn("Disconnected from the control plane", { reason: why });
+        if (this.#stopped) log.info("Disconnected from the control plane");
+        else log.warn("Disconnected from the control plane", { reason: why });
         handlers.disconnected();
         if (Date.now() - openedAt >= this.#options.stableAfterMs) this.#attempt = 0;
       }
