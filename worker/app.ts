@@ -1,6 +1,7 @@
 /** Wires the resource routers into one app. Nothing else lives here. */
 import { errorResponse, handleError, notFound } from "./errors";
 import { newRouter } from "./router";
+import { aiProviderRoutes } from "./routes/ai-providers";
 import { bootstrapRoutes } from "./routes/bootstrap";
 import { apiKeyRoutes } from "./routes/api-keys";
 import { deploymentRoutes } from "./routes/deployments";
@@ -25,6 +26,7 @@ export function createApp() {
   // Before runnerRoutes, whose /runners/{runnerId} would also match "connect".
   app.route("/api", runnerConnectRoutes);
   app.route("/api", runnerRoutes);
+  app.route("/api", aiProviderRoutes);
 
   app.openAPIRegistry.registerComponent("securitySchemes", "apiKey", {
     type: "http",
