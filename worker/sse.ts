@@ -21,8 +21,14 @@ export function encodeEvent({ event, data, id }: SseEvent): Uint8Array {
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 
 /** A set of SSE clients that receive the same events. */
+type Client = {
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** Bytes written but not yet taken by the client. */
+  pending: number;
+};
+
 export class SseHub {
-  #clients = new Set<WritableStreamDefaultWriter<Uint8Array>>();
+  #clients = new Set<Client>();
   #pingTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(readonly pingIntervalMs: number) {}
@@ -36,17 +42,13 @@ export class SseHub {
    * With `close`, the stream ends after `initial` (the subject is finished).
    */
   open(initial: SseEvent[], close = false): Response {
-    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
-      undefined,
-      undefined,
-      { highWaterMark: MAX_BUFFERED_BYTES, size: (chunk) => chunk.byteLength },
-    );
-    const writer = writable.getWriter();
-    for (const event of initial) this.#write(writer, encodeEvent(event));
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const client: Client = { writer: writable.getWriter(), pending: 0 };
+    for (const event of initial) this.#write(client, encodeEvent(event));
     if (close) {
-      writer.close().catch(() => {});
+      client.writer.close().catch(() => {});
     } else {
-      this.#clients.add(writer);
+      this.#clients.add(client);
       this.#schedulePings();
     }
     return new Response(readable, {
@@ -62,31 +64,37 @@ export class SseHub {
   broadcast(event: SseEvent): void {
     if (this.#clients.size === 0) return;
     const bytes = encodeEvent(event);
-    for (const writer of this.#clients) this.#write(writer, bytes);
+    for (const client of this.#clients) this.#write(client, bytes);
   }
 
   /** Sends `last` to every client and ends their streams. */
   closeAll(last?: SseEvent): void {
-    for (const writer of this.#clients) {
-      if (last) this.#write(writer, encodeEvent(last));
-      writer.close().catch(() => {});
+    for (const client of this.#clients) {
+      if (last) this.#write(client, encodeEvent(last));
+      client.writer.close().catch(() => {});
     }
     this.#clients.clear();
     this.#schedulePings();
   }
 
-  #write(writer: WritableStreamDefaultWriter<Uint8Array>, bytes: Uint8Array): void {
-    if (writer.desiredSize !== null && writer.desiredSize < 0) {
-      this.#drop(writer);
+  #write(client: Client, bytes: Uint8Array): void {
+    // The runtime's identity stream applies backpressure per write rather than
+    // per byte, so count what is still queued ourselves.
+    if (client.pending > MAX_BUFFERED_BYTES) {
+      this.#drop(client);
       return;
     }
-    // A rejected write means the client went away.
-    writer.write(bytes).catch(() => this.#drop(writer));
+    client.pending += bytes.byteLength;
+    client.writer.write(bytes).then(
+      () => (client.pending -= bytes.byteLength),
+      // A rejected write means the client went away.
+      () => this.#drop(client),
+    );
   }
 
-  #drop(writer: WritableStreamDefaultWriter<Uint8Array>): void {
-    if (!this.#clients.delete(writer)) return;
-    writer.abort().catch(() => {});
+  #drop(client: Client): void {
+    if (!this.#clients.delete(client)) return;
+    client.writer.abort(new Error("SSE client fell behind or went away")).catch(() => {});
     this.#schedulePings();
   }
 

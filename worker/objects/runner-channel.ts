@@ -121,7 +121,13 @@ export class RunnerChannel extends DurableObject<Env> {
     await this.#serially(() => this.#handle(ws, frame));
   }
 
-  async webSocketClose(ws: WebSocket): Promise<void> {
+  async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    // Answer the runner's close frame so its close handshake completes.
+    try {
+      ws.close(code === 1005 ? 1000 : code, reason);
+    } catch {
+      // Already closed from this side.
+    }
     await this.#serially(() => this.#markOfflineIfGone(ws));
   }
 
