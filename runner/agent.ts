@@ -30,6 +30,8 @@ export interface AgentOptions {
   /** The runner's version, reported in `hello`. */
   version: string;
   docker: DockerClient;
+  /** Lets jobs clone file:// repositories from this host's disk. */
+  allowFileRepos?: boolean;
   /** Runs one job; `runDeployment` unless a test supplies its own. */
   runJob?: RunJob;
   /** How long a log line may wait to be batched with others. */
@@ -60,7 +62,12 @@ export class Agent {
   #stopping = false;
 
   constructor(options: AgentOptions) {
-    this.#options = { runJob: runDeployment, flushIntervalMs: 100, ...options };
+    this.#options = {
+      runJob: runDeployment,
+      flushIntervalMs: 100,
+      allowFileRepos: false,
+      ...options,
+    };
   }
 
   /** Pings Docker; returns (and logs, when it changes) what is wrong, if anything. */
@@ -239,6 +246,7 @@ export class Agent {
     try {
       result = await this.#options.runJob(job, {
         docker: this.#options.docker,
+        allowFileRepos: this.#options.allowFileRepos,
         signal: held.controller.signal,
         log: (line, stream) => {
           if (!current()) return;

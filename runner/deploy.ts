@@ -39,6 +39,8 @@ export interface DeploymentIO {
   clock?: Clock;
   /** Where the temporary clone goes; the OS temp directory by default. */
   workDir?: string;
+  /** Lets the job clone a file:// repository from this host's disk. */
+  allowFileRepos?: boolean;
 }
 
 export interface DeploymentResult {
@@ -80,7 +82,7 @@ export async function runDeployment(
   try {
     workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
     phase("cloning");
-    commitSha = await clone(ctx, path.join(workDir, "repo"));
+    commitSha = await clone(ctx, path.join(workDir, "repo"), io.allowFileRepos);
     phase("building");
     await build(ctx, path.join(workDir, "repo"));
     phase("starting");
@@ -101,7 +103,11 @@ export async function runDeployment(
   }
 }
 
-async function clone(ctx: AttemptContext, dir: string): Promise<string> {
+async function clone(
+  ctx: AttemptContext,
+  dir: string,
+  allowFileRepos: boolean | undefined,
+): Promise<string> {
   const { job } = ctx;
   const target = job.commitSha ? `commit ${job.commitSha} of ${job.branch}` : job.branch;
   ctx.log(`Cloning ${job.repoUrl} at ${target}`);
@@ -111,6 +117,7 @@ async function clone(ctx: AttemptContext, dir: string): Promise<string> {
       branch: job.branch,
       commitSha: job.commitSha,
       dir,
+      allowFileRepos: allowFileRepos ?? false,
       onLine: (line) => ctx.log(line, "stderr"),
       signal: ctx.signal,
     });

@@ -22,6 +22,8 @@ export interface CheckoutOptions {
   commitSha: string | null;
   /** An empty directory that receives the working tree. */
   dir: string;
+  /** Also allow file:// URLs (the runner's --allow-file-repos). */
+  allowFileRepos?: boolean;
   /** Receives git's progress and error output, credentials already hidden. */
   onLine(line: string): void;
   signal: AbortSignal;
@@ -35,6 +37,11 @@ export class GitError extends Error {
 /** Clones `branch` (or fetches `commitSha`) into `dir`; returns the full sha. */
 export async function checkout(options: CheckoutOptions): Promise<string> {
   const { repoUrl, branch, commitSha, dir } = options;
+  if (repoUrl.startsWith("file://") && !options.allowFileRepos) {
+    throw new GitError(
+      "This runner does not deploy file:// repositories; start it with --allow-file-repos",
+    );
+  }
   if (commitSha === null) {
     await runGit(
       [
@@ -116,7 +123,7 @@ function runGit(args: string[], options: CheckoutOptions): Promise<string> {
         GIT_SSH_COMMAND: process.env.GIT_SSH_COMMAND ?? "ssh -o BatchMode=yes",
         // Only network transports: a repository URL must not read the
         // runner host's own files (file://, local paths, ext::).
-        GIT_ALLOW_PROTOCOL: "https:http:ssh:git",
+        GIT_ALLOW_PROTOCOL: `https:http:ssh:git${options.allowFileRepos ? ":file" : ""}`,
         LC_ALL: "C",
       },
     });

@@ -21,6 +21,7 @@ const usage = `Usage: npm run runner -- --url <url> --token <apr_…> [options]
   --token <token>         Runner token, apr_…          (env AEROPLANE_RUNNER_TOKEN)
   --capacity <n>          Jobs run at once, default 2  (env AEROPLANE_RUNNER_CAPACITY)
   --docker-socket <path>  Docker socket, default DOCKER_HOST or /var/run/docker.sock
+  --allow-file-repos      Also deploy file:// repositories from this host's disk
   -h, --help              Show this help
 
 Log level: AEROPLANE_LOG_LEVEL=debug|info|warn|error (default info).`;
@@ -30,6 +31,8 @@ export interface RunnerSettings {
   token: string;
   capacity: number;
   dockerSocket?: string;
+  /** Lets services deploy file:// repositories from this host's disk. */
+  allowFileRepos: boolean;
 }
 
 /** Reads flags, falling back to the environment; throws a usage error. */
@@ -44,6 +47,7 @@ export function parseRunnerArgs(
       token: { type: "string" },
       capacity: { type: "string" },
       "docker-socket": { type: "string" },
+      "allow-file-repos": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -64,7 +68,13 @@ export function parseRunnerArgs(
       `--capacity must be a whole number of at least 1, got "${capacityText}"`,
     );
   }
-  return { url, token, capacity, dockerSocket: values["docker-socket"] };
+  return {
+    url,
+    token,
+    capacity,
+    dockerSocket: values["docker-socket"],
+    allowFileRepos: values["allow-file-repos"] ?? false,
+  };
 }
 
 function packageVersion(): string {
@@ -86,6 +96,7 @@ export async function startRunner(settings: RunnerSettings): Promise<RunningRunn
     capacity: settings.capacity,
     version: packageVersion(),
     docker,
+    allowFileRepos: settings.allowFileRepos,
   });
   // Unreachable Docker is logged with a fix; the runner still connects and
   // turns offers down with the same reason until Docker answers.
