@@ -136,6 +136,9 @@ function startRunner(url: string, token: string): ChildProcess {
       cwd: projectRoot,
       stdio: "inherit",
       env: { ...process.env, AEROPLANE_URL: url, AEROPLANE_RUNNER_TOKEN: token },
+      // Its own process group: Ctrl-C reaches it once, through stop() below,
+      // rather than twice (terminal and stop()), which would skip its cleanup.
+      detached: true,
     },
   );
 }
