@@ -150,5 +150,7 @@ export const failureExplanations = sqliteTable(
     explanation: text("explanation").notNull(),
     createdAt: text("created_at").notNull().default(now),
   },
-  (table) => [primaryKey({ columns: [table.deploymentId, table.providerId, table.model] })],
+  (table) => [
+    primaryKey({ columns: [table.deploymentId, table.providerId, table.model] }),
+  ],
 );

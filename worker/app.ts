@@ -5,6 +5,7 @@ import { aiProviderRoutes } from "./routes/ai-providers";
 import { bootstrapRoutes } from "./routes/bootstrap";
 import { apiKeyRoutes } from "./routes/api-keys";
 import { deploymentRoutes } from "./routes/deployments";
+import { explainFailureRoutes } from "./routes/explain-failure";
 import { projectRoutes } from "./routes/projects";
 import { runnerConnectRoutes } from "./routes/runner-connect";
 import { runnerRoutes } from "./routes/runners";
@@ -23,6 +24,7 @@ export function createApp() {
   app.route("/api", projectRoutes);
   app.route("/api", serviceRoutes);
   app.route("/api", deploymentRoutes);
+  app.route("/api", explainFailureRoutes);
   // Before runnerRoutes, whose /runners/{runnerId} would also match "connect".
   app.route("/api", runnerConnectRoutes);
   app.route("/api", runnerRoutes);

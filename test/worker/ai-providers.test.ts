@@ -26,7 +26,10 @@ async function put(id: string, body: unknown) {
 
 describe("PUT /api/ai/providers/:providerId", () => {
   it("presets OpenAI's base URL for `openai` and never echoes the key", async () => {
-    const res = await put("openai", { apiKey: "sk-test-openai-0123456789", defaultModel: "gpt-5-mini" });
+    const res = await put("openai", {
+      apiKey: "sk-test-openai-0123456789",
+      defaultModel: "gpt-5-mini",
+    });
     expect(res.status).toBe(200);
     expect(res.body).toEqual({
       provider: providerShape("openai", "https://api.openai.com/v1", "gpt-5-mini"),
@@ -60,7 +63,9 @@ describe("PUT /api/ai/providers/:providerId", () => {
       apiKey: "gsk_sealed_key_0123456789",
       defaultModel: "llama-3.3-70b-versatile",
     });
-    const row = await env.DB.prepare("SELECT * FROM ai_providers WHERE id = 'groq'").first();
+    const row = await env.DB.prepare(
+      "SELECT * FROM ai_providers WHERE id = 'groq'",
+    ).first();
     expect(JSON.stringify(row)).not.toContain("gsk_sealed_key");
     expect(await unseal(row!.api_key_sealed as string, env.ENCRYPTION_KEY)).toBe(
       "gsk_sealed_key_0123456789",
@@ -84,7 +89,9 @@ describe("PUT /api/ai/providers/:providerId", () => {
     const row = await env.DB.prepare(
       "SELECT api_key_sealed FROM ai_providers WHERE id = 'openrouter'",
     ).first<{ api_key_sealed: string }>();
-    expect(await unseal(row!.api_key_sealed, env.ENCRYPTION_KEY)).toBe("sk-or-second-0123456789");
+    expect(await unseal(row!.api_key_sealed, env.ENCRYPTION_KEY)).toBe(
+      "sk-or-second-0123456789",
+    );
   });
 
   it("requires a base URL for every provider but openai", async () => {
@@ -92,7 +99,11 @@ describe("PUT /api/ai/providers/:providerId", () => {
   });
 
   it("refuses to configure the reserved `builtin`", async () => {
-    const res = await put("builtin", { baseURL: "https://x.test/v1", apiKey: "k", defaultModel: "m" });
+    const res = await put("builtin", {
+      baseURL: "https://x.test/v1",
+      apiKey: "k",
+      defaultModel: "m",
+    });
     expectInvalid(res, "providerId");
   });
 
@@ -100,14 +111,23 @@ describe("PUT /api/ai/providers/:providerId", () => {
     const valid = { baseURL: "https://x.test/v1", apiKey: "k", defaultModel: "m" };
     expectInvalid(await put("x", { ...valid, baseURL: "ftp://x.test/v1" }), "baseURL");
     expectInvalid(await put("x", { ...valid, baseURL: "not a url" }), "baseURL");
-    expectInvalid(await put("x", { ...valid, baseURL: "https://u:p@x.test/v1" }), "baseURL");
+    expectInvalid(
+      await put("x", { ...valid, baseURL: "https://u:p@x.test/v1" }),
+      "baseURL",
+    );
     expectInvalid(await put("x", { ...valid, apiKey: "" }), "apiKey");
-    expectInvalid(await put("x", { baseURL: valid.baseURL, defaultModel: "m" }), "apiKey");
+    expectInvalid(
+      await put("x", { baseURL: valid.baseURL, defaultModel: "m" }),
+      "apiKey",
+    );
     expectInvalid(await put("x", { ...valid, defaultModel: " " }), "defaultModel");
     expectInvalid(await put("x", { ...valid, extra: true }), "");
     expectInvalid(await put("Not_Valid!", valid), "providerId");
     expectError(
-      await api("PUT", "/api/ai/providers/x", { key: (await keys()).admin, rawBody: "{" }),
+      await api("PUT", "/api/ai/providers/x", {
+        key: (await keys()).admin,
+        rawBody: "{",
+      }),
       400,
       "validation_failed",
     );
@@ -116,8 +136,16 @@ describe("PUT /api/ai/providers/:providerId", () => {
 
 describe("GET /api/ai/providers", () => {
   it("lists providers oldest first with no key in sight", async () => {
-    await put("list-a", { baseURL: "https://a.test/v1", apiKey: "sk-list-a-0123456789", defaultModel: "a" });
-    await put("list-b", { baseURL: "https://b.test/v1", apiKey: "sk-list-b-0123456789", defaultModel: "b" });
+    await put("list-a", {
+      baseURL: "https://a.test/v1",
+      apiKey: "sk-list-a-0123456789",
+      defaultModel: "a",
+    });
+    await put("list-b", {
+      baseURL: "https://b.test/v1",
+      apiKey: "sk-list-b-0123456789",
+      defaultModel: "b",
+    });
     const res = await api("GET", "/api/ai/providers", { key: (await keys()).admin });
     expect(res.status).toBe(200);
     const ids = res.body.providers.map((p: { id: string }) => p.id);
@@ -131,24 +159,46 @@ describe("GET /api/ai/providers", () => {
   });
 
   it("shows one provider, and 404 for one never configured", async () => {
-    await put("one", { baseURL: "https://one.test/v1", apiKey: "sk-one-0123456789", defaultModel: "m1" });
+    await put("one", {
+      baseURL: "https://one.test/v1",
+      apiKey: "sk-one-0123456789",
+      defaultModel: "m1",
+    });
     const admin = (await keys()).admin;
     const res = await api("GET", "/api/ai/providers/one", { key: admin });
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ provider: providerShape("one", "https://one.test/v1", "m1") });
-    expectError(await api("GET", "/api/ai/providers/never", { key: admin }), 404, "not_found");
+    expect(res.body).toEqual({
+      provider: providerShape("one", "https://one.test/v1", "m1"),
+    });
+    expectError(
+      await api("GET", "/api/ai/providers/never", { key: admin }),
+      404,
+      "not_found",
+    );
   });
 });
 
 describe("DELETE /api/ai/providers/:providerId", () => {
   it("removes a provider; a second delete is a 404", async () => {
-    await put("doomed", { baseURL: "https://d.test/v1", apiKey: "k-doomed", defaultModel: "m" });
+    await put("doomed", {
+      baseURL: "https://d.test/v1",
+      apiKey: "k-doomed",
+      defaultModel: "m",
+    });
     const admin = (await keys()).admin;
     const res = await api("DELETE", "/api/ai/providers/doomed", { key: admin });
     expect(res.status).toBe(204);
     expect(res.body).toBeNull();
-    expectError(await api("GET", "/api/ai/providers/doomed", { key: admin }), 404, "not_found");
-    expectError(await api("DELETE", "/api/ai/providers/doomed", { key: admin }), 404, "not_found");
+    expectError(
+      await api("GET", "/api/ai/providers/doomed", { key: admin }),
+      404,
+      "not_found",
+    );
+    expectError(
+      await api("DELETE", "/api/ai/providers/doomed", { key: admin }),
+      404,
+      "not_found",
+    );
   });
 });
 
@@ -165,7 +215,11 @@ describe("who may manage AI providers", () => {
   it("answers 403 to read and write keys", async () => {
     const { read, write } = await keys();
     for (const key of [read, write]) {
-      expectError(await api("PUT", "/api/ai/providers/p", { key, body }), 403, "forbidden");
+      expectError(
+        await api("PUT", "/api/ai/providers/p", { key, body }),
+        403,
+        "forbidden",
+      );
       expectError(await api("GET", "/api/ai/providers", { key }), 403, "forbidden");
       expectError(await api("GET", "/api/ai/providers/p", { key }), 403, "forbidden");
       expectError(await api("DELETE", "/api/ai/providers/p", { key }), 403, "forbidden");
@@ -176,8 +230,16 @@ describe("who may manage AI providers", () => {
     await put("shared", body);
     const { key } = await scopedKey("admin");
     expect((await api("GET", "/api/ai/providers/shared", { key })).status).toBe(200);
-    expectError(await api("PUT", "/api/ai/providers/shared", { key, body }), 403, "forbidden");
-    expectError(await api("DELETE", "/api/ai/providers/shared", { key }), 403, "forbidden");
+    expectError(
+      await api("PUT", "/api/ai/providers/shared", { key, body }),
+      403,
+      "forbidden",
+    );
+    expectError(
+      await api("DELETE", "/api/ai/providers/shared", { key }),
+      403,
+      "forbidden",
+    );
   });
 
   it("documents the routes", async () => {

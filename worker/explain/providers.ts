@@ -4,7 +4,11 @@
  */
 import type { z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
-import { BUILTIN_PROVIDER_ID, type aiProvider, type putAiProviderBody } from "../../schema/api";
+import {
+  BUILTIN_PROVIDER_ID,
+  type aiProvider,
+  type putAiProviderBody,
+} from "../../schema/api";
 import { aiProviders, failureExplanations } from "../../schema/tables";
 import { seal, unseal } from "../crypto";
 import { encryptionKey } from "../lookups";
@@ -42,14 +46,19 @@ export async function putProvider(
   body: z.infer<typeof putAiProviderBody>,
 ): Promise<ProviderRow> {
   if (id === BUILTIN_PROVIDER_ID) {
-    throw invalidField("providerId", `"${BUILTIN_PROVIDER_ID}" is reserved for the rules that need no AI`);
+    throw invalidField(
+      "providerId",
+      `"${BUILTIN_PROVIDER_ID}" is reserved for the rules that need no AI`,
+    );
   }
   const baseURL = (body.baseURL ?? PRESET_BASE_URLS[id])?.replace(/\/+$/, "");
   if (!baseURL) {
     throw invalidField("baseURL", `is required for "${id}"; only "openai" has a preset`);
   }
   const db = database(env);
-  const previous = await db.query.aiProviders.findFirst({ where: eq(aiProviders.id, id) });
+  const previous = await db.query.aiProviders.findFirst({
+    where: eq(aiProviders.id, id),
+  });
   const values = {
     baseURL,
     apiKeySealed: await seal(body.apiKey, encryptionKey(env)),
@@ -76,7 +85,10 @@ export async function listProviders(env: Env): Promise<ProviderRow[]> {
     .orderBy(...oldestFirst(aiProviders.createdAt));
 }
 
-export async function getProvider(env: Env, id: string): Promise<ProviderRow | undefined> {
+export async function getProvider(
+  env: Env,
+  id: string,
+): Promise<ProviderRow | undefined> {
   return database(env).query.aiProviders.findFirst({ where: eq(aiProviders.id, id) });
 }
 
@@ -95,7 +107,10 @@ export type ChosenProvider = { kind: "builtin" } | { kind: "ai"; row: ProviderRo
  * The provider an explanation uses: the one asked for, else the first one
  * configured, else `builtin`, which always works.
  */
-export async function chooseProvider(env: Env, providerId?: string): Promise<ChosenProvider> {
+export async function chooseProvider(
+  env: Env,
+  providerId?: string,
+): Promise<ChosenProvider> {
   if (providerId === BUILTIN_PROVIDER_ID) return { kind: "builtin" };
   if (providerId === undefined) {
     const [first] = await listProviders(env);

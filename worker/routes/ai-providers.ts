@@ -6,7 +6,13 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { aiProvider, providerId, putAiProviderBody } from "../../schema/api";
 import { requireAccess } from "../auth";
 import { ApiError, ErrorCode, notFound } from "../errors";
-import { deleteProvider, getProvider, listProviders, providerJson, putProvider } from "../explain/providers";
+import {
+  deleteProvider,
+  getProvider,
+  listProviders,
+  providerJson,
+  putProvider,
+} from "../explain/providers";
 import { authErrors, errorResponses, jsonBody, jsonResponse } from "../openapi";
 import { newRouter, type AppContext } from "../router";
 
@@ -39,7 +45,10 @@ const putProviderRoute = createRoute({
   middleware: [requireAccess("admin")] as const,
   request: { params: providerParams, body: jsonBody(putAiProviderBody) },
   responses: {
-    200: jsonResponse(z.object({ provider: aiProvider }), "The provider, without its key"),
+    200: jsonResponse(
+      z.object({ provider: aiProvider }),
+      "The provider, without its key",
+    ),
     ...errorResponses(400, ...authErrors),
   },
 });
@@ -65,7 +74,10 @@ const getProviderRoute = createRoute({
   middleware: [requireAccess("admin")] as const,
   request: { params: providerParams },
   responses: {
-    200: jsonResponse(z.object({ provider: aiProvider }), "The provider, without its key"),
+    200: jsonResponse(
+      z.object({ provider: aiProvider }),
+      "The provider, without its key",
+    ),
     ...errorResponses(400, ...authErrors, 404),
   },
 });
@@ -87,7 +99,11 @@ const deleteProviderRoute = createRoute({
 export const aiProviderRoutes = newRouter()
   .openapi(putProviderRoute, async (c) => {
     assertInstallationAdmin(c);
-    const row = await putProvider(c.env, c.req.valid("param").providerId, c.req.valid("json"));
+    const row = await putProvider(
+      c.env,
+      c.req.valid("param").providerId,
+      c.req.valid("json"),
+    );
     return c.json({ provider: providerJson(row) }, 200);
   })
 
