@@ -96,6 +96,7 @@ export class Agent {
       version,
       capacity,
       leases: this.#held(),
+      inventory: [],
     });
   }
 

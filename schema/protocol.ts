@@ -55,6 +55,8 @@ export const runnerFrame = z.discriminatedUnion("type", [
     capacity: z.number().int().positive(),
     /** Leases the runner still works on, or holds results or lines for. */
     leases: z.array(z.object({ deploymentId: z.string(), leaseId: z.string() })),
+    /** Deployments whose images or containers the runner's Docker holds. */
+    inventory: z.array(z.string()).max(10_000),
   }),
   z.object({ type: z.literal("heartbeat"), leaseIds: z.array(z.string()) }),
   z.object({ type: z.literal("job.accept"), deploymentId: z.string(), leaseId: z.string() }),
@@ -98,6 +100,11 @@ export const workerFrame = z.discriminatedUnion("type", [
     heartbeatIntervalMs: z.number().int().positive(),
     /** Leases from `hello` the Worker no longer recognises: drop them. */
     unknownLeaseIds: z.array(z.string()),
+    /**
+     * Deployments from the inventory that never went live (failed, aborted,
+     * unknown) and hold no lease: their containers and images are orphans.
+     */
+    orphanDeploymentIds: z.array(z.string()),
   }),
   z.object({ type: z.literal("job.offer"), job }),
   z.object({ type: z.literal("job.start"), deploymentId: z.string(), leaseId: z.string() }),

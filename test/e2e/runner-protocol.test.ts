@@ -183,6 +183,7 @@ class ScriptedControlPlane {
       runnerId: "run_1",
       heartbeatIntervalMs: 50,
       unknownLeaseIds,
+      orphanDeploymentIds: [],
     });
     return hello;
   }
@@ -537,10 +538,19 @@ describe("runner settings and reconnects", () => {
       token: "apr_env",
       capacity: 4,
       dockerSocket: undefined,
+      allowFileRepos: false,
     });
     expect(
       parseRunnerArgs(
-        ["--token", "apr_flag", "--capacity", "1", "--docker-socket", "/d.sock"],
+        [
+          "--token",
+          "apr_flag",
+          "--capacity",
+          "1",
+          "--docker-socket",
+          "/d.sock",
+          "--allow-file-repos",
+        ],
         env,
       ),
     ).toEqual({
@@ -548,6 +558,7 @@ describe("runner settings and reconnects", () => {
       token: "apr_flag",
       capacity: 1,
       dockerSocket: "/d.sock",
+      allowFileRepos: true,
     });
     expect(() => parseRunnerArgs(["--url", "https://x"], {})).toThrow(/--token/);
     expect(() => parseRunnerArgs(["--capacity", "0"], env)).toThrow(/--capacity/);

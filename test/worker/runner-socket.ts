@@ -45,8 +45,19 @@ export class ScriptedRunner {
     this.socket.send(JSON.stringify(frame));
   }
 
-  hello(capacity = 2, leases: { deploymentId: string; leaseId: string }[] = []): void {
-    this.send({ type: "hello", protocol: PROTOCOL_VERSION, version: "test", capacity, leases });
+  hello(
+    capacity = 2,
+    leases: { deploymentId: string; leaseId: string }[] = [],
+    inventory: string[] = [],
+  ): void {
+    this.send({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      version: "test",
+      capacity,
+      leases,
+      inventory,
+    });
   }
 
   /** Waits for the next frame of `type`, skipping (and keeping) others. */

@@ -8,7 +8,7 @@
  * lines must reach storage in the order the runner sent them.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, eq, isNull, or, sql } from "drizzle-orm";
+import { and, asc, eq, inArray, isNull, or, sql } from "drizzle-orm";
 import {
   PROTOCOL_VERSION,
   parseFrame,
@@ -178,10 +178,19 @@ export class RunnerChannel extends DurableObject<Env> {
     const unknownLeaseIds = frame.leases
       .map((l) => l.leaseId)
       .filter((id) => !known.has(id));
-    // Offers the runner never heard of died with the old connection.
     const held = new Set(frame.leases.map((l) => l.leaseId));
     for (const lease of this.#leases()) {
-      if (lease.state === "offered" && !held.has(lease.lease_id)) this.#dropLease(lease.lease_id);
+      if (held.has(lease.lease_id)) continue;
+      if (lease.state === "offered") {
+        // The offer died with the old connection.
+        this.#dropLease(lease.lease_id);
+      } else {
+        // The runner restarted and lost the job: it must not run again.
+        await this.#failLease(
+          lease,
+          `runner lost: runner ${this.#runnerId()} restarted and no longer holds the job`,
+        );
+      }
     }
     this.#renew(frame.leases.map((l) => l.leaseId));
 
@@ -199,6 +208,7 @@ export class RunnerChannel extends DurableObject<Env> {
       runnerId: this.#runnerId(),
       heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
       unknownLeaseIds,
+      orphanDeploymentIds: await this.#orphans(frame.inventory),
     });
     await this.#dispatch();
   }
@@ -413,18 +423,44 @@ export class RunnerChannel extends DurableObject<Env> {
   /** Voids offers nobody accepted and active leases whose runner went quiet. */
   async #expireLeases(): Promise<void> {
     const now = Date.now();
+    const seconds = Math.round(this.#leaseTimeoutMs() / 1000);
     for (const lease of this.#leases()) {
       if (lease.expires_at > now) continue;
-      this.#dropLease(lease.lease_id);
-      if (lease.state === "offered") continue;
-      const seconds = Math.round(this.#leaseTimeoutMs() / 1000);
-      await transition(this.env, lease.deployment_id, ["building"], "failed", {
-        failureReason: `runner lost: no heartbeat for ${seconds} s`,
-      }, [{
-        line: `Runner lost: no heartbeat from runner ${this.#runnerId()} for ${seconds} s; the deployment failed and will not be retried silently`,
-        stream: "stderr",
-      }]);
+      if (lease.state === "offered") this.#dropLease(lease.lease_id);
+      else await this.#failLease(lease, `runner lost: no heartbeat for ${seconds} s`);
     }
+  }
+
+  /** Ends a building deployment whose lease is void; it is never rerun silently. */
+  async #failLease(lease: Lease, reason: string): Promise<void> {
+    this.#dropLease(lease.lease_id);
+    await transition(this.env, lease.deployment_id, ["building"], "failed", {
+      failureReason: reason,
+    }, [{ line: `Deployment failed: ${reason}`, stream: "stderr" }]);
+  }
+
+  /**
+   * The deployments of `inventory` that never went live and hold no lease
+   * here: what the runner's Docker keeps of them is left over.
+   */
+  async #orphans(inventory: string[]): Promise<string[]> {
+    if (inventory.length === 0) return [];
+    const leased = new Set(this.#leases().map((l) => l.deployment_id));
+    const live = new Set<string>();
+    // D1 binds at most 100 parameters per statement.
+    for (let i = 0; i < inventory.length; i += 90) {
+      const rows = await database(this.env)
+        .select({ id: deployments.id })
+        .from(deployments)
+        .where(
+          and(
+            inArray(deployments.id, inventory.slice(i, i + 90)),
+            inArray(deployments.status, ["running", "superseded"]),
+          ),
+        );
+      for (const row of rows) live.add(row.id);
+    }
+    return inventory.filter((id) => !live.has(id) && !leased.has(id));
   }
 
   #renew(leaseIds: string[]): void {
