@@ -13,6 +13,8 @@ export default defineConfig(async () => {
             BOOTSTRAP_TOKEN: "test-bootstrap-token",
             ENCRYPTION_KEY: "test-encryption-key",
             SSE_PING_INTERVAL_MS: "200",
+            // Short enough for a test to watch a lease lapse.
+            LEASE_TIMEOUT_MS: "1500",
           },
         },
       }),

@@ -4,6 +4,7 @@
  * repeated message can never overwrite a terminal state.
  */
 import { and, asc, eq, inArray, sql } from "drizzle-orm";
+import type { SQLiteUpdateSetSource } from "drizzle-orm/sqlite-core";
 import type { Deployment } from "../schema/api";
 import { deployments, runners } from "../schema/tables";
 import type { DeploymentRow, ServiceRow } from "./lookups";
@@ -56,7 +57,7 @@ export async function transition(
   deploymentId: string,
   from: DeploymentStatus[],
   to: DeploymentStatus,
-  fields: Partial<DeploymentRow> = {},
+  fields: SQLiteUpdateSetSource<typeof deployments> = {},
   lines: PlatformLine[] = [],
 ): Promise<boolean> {
   const terminal = to !== "queued" && to !== "building";
@@ -93,7 +94,14 @@ export async function announce(
 export async function queueDeployment(
   env: Env,
   service: ServiceRow,
-  options: { id: string; trigger: Trigger; commitSha: string | null; lines?: PlatformLine[] },
+  options: {
+    id: string;
+    trigger: Trigger;
+    commitSha: string | null;
+    /** An image built before, for redeploys: the runner skips the build if it has it. */
+    imageTag?: string | null;
+    lines?: PlatformLine[];
+  },
 ): Promise<DeploymentRow> {
   const db = database(env);
   const [row] = await db
@@ -104,6 +112,7 @@ export async function queueDeployment(
       status: "queued",
       trigger: options.trigger,
       commitSha: options.commitSha,
+      imageTag: options.imageTag ?? null,
     })
     .returning();
 
@@ -133,10 +142,15 @@ export async function queueDeployment(
     { line: `Deployment queued (trigger: ${options.trigger})` },
     ...(options.lines ?? []),
   ];
-  if (!runnerId) {
+  const runner = runnerId
+    ? await db.query.runners.findFirst({ where: eq(runners.id, runnerId) })
+    : undefined;
+  if (!runner) {
     lines.push({
       line: "No runner is registered yet; register one with POST /api/runners and start it",
     });
+  } else if (!runner.online) {
+    lines.push({ line: `Waiting for runner ${runner.name} (${runner.id}) to connect` });
   }
   await log.appendPlatform(lines);
   if (runnerId) await runnerChannel(env, runnerId).poke();

@@ -33,7 +33,12 @@ type Lease = {
   expires_at: number;
 };
 
-type QueuedJob = { deploymentId: string; commitSha: string | null; service: ServiceRow };
+type QueuedJob = {
+  deploymentId: string;
+  commitSha: string | null;
+  imageTag: string | null;
+  service: ServiceRow;
+};
 
 const HEARTBEAT_INTERVAL_MS = 5_000;
 /** How long an offer waits for its accept before it is withdrawn. */
@@ -236,7 +241,8 @@ export class RunnerChannel extends DurableObject<Env> {
         startedAt: new Date().toISOString(),
         runnerId: this.#runnerId(),
         leaseId,
-        imageTag: imageTagOf(lease.service_id, deploymentId),
+        // A redeploy names the image it reuses; anything else builds its own.
+        imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, deploymentId)})`,
       }, [{ line: `Runner ${this.#runnerId()} accepted the deployment` }]);
     } catch (error) {
       // The one-building-per-service index refused it: another build runs.
@@ -383,6 +389,7 @@ export class RunnerChannel extends DurableObject<Env> {
       .select({
         deploymentId: deployments.id,
         commitSha: deployments.commitSha,
+        imageTag: deployments.imageTag,
         service: services,
       })
       .from(deployments)
@@ -399,7 +406,10 @@ export class RunnerChannel extends DurableObject<Env> {
       .limit(100);
   }
 
-  async #job(leaseId: string, { deploymentId, commitSha, service }: QueuedJob): Promise<Job> {
+  async #job(
+    leaseId: string,
+    { deploymentId, commitSha, imageTag, service }: QueuedJob,
+  ): Promise<Job> {
     return {
       deploymentId,
       leaseId,
@@ -413,7 +423,7 @@ export class RunnerChannel extends DurableObject<Env> {
       hostPort: service.hostPort,
       healthCheckPath: service.healthCheckPath,
       env: await serviceEnv(this.env, service),
-      imageTag: imageTagOf(service.id, deploymentId),
+      imageTag: imageTag ?? imageTagOf(service.id, deploymentId),
       containerName: stableContainerOf(service.id),
       buildTimeoutMs: numberSetting(this.env, "BUILD_TIMEOUT_MS", 30 * 60_000),
       healthCheckTimeoutMs: numberSetting(this.env, "HEALTH_CHECK_TIMEOUT_MS", 60_000),

@@ -135,6 +135,45 @@ deploymentRoutes.openapi(
 
 deploymentRoutes.openapi(
   createRoute({
+    method: "post",
+    path: "/deployments/{deploymentId}/redeploy",
+    middleware: [requireAccess("write")] as const,
+    request: { params: deploymentParams },
+    responses: {
+      201: jsonResponse(z.object({ deployment }), "The queued redeployment"),
+      ...errors,
+      ...errorResponses(409),
+    },
+  }),
+  async (c) => {
+    const { deployment: source, service } = await findDeployment(
+      c,
+      c.req.valid("param").deploymentId,
+    );
+    if (source.status === "queued" || source.status === "building") {
+      throw conflict(`Deployment is ${source.status}; redeploy it once it has finished`);
+    }
+    // Only a deployment that went live is known to have a working image.
+    const wentLive = source.containerName !== null;
+    const row = await queueDeployment(c.env, service, {
+      id: newId("dep"),
+      trigger: "redeploy",
+      commitSha: source.commitSha,
+      imageTag: wentLive ? source.imageTag : null,
+      lines: [
+        {
+          line: wentLive
+            ? `Redeploying ${source.id}: image ${source.imageTag} of commit ${source.commitSha}`
+            : `Redeploying ${source.id}: commit ${source.commitSha ?? `head of ${service.branch}`}`,
+        },
+      ],
+    });
+    return c.json({ deployment: toDeployment(row) }, 201);
+  },
+);
+
+deploymentRoutes.openapi(
+  createRoute({
     method: "get",
     path: "/deployments/{deploymentId}/logs",
     middleware: [requireAccess("read")] as const,

@@ -1,0 +1,223 @@
+/**
+ * The runner protocol's guarantees as the Worker keeps them: leases that
+ * lapse or are lost fail the deployment once, capacity and one build per
+ * service hold, and what a runner holds of dead deployments is named.
+ */
+import { env, runDurableObjectAlarm } from "cloudflare:test";
+import { beforeAll, describe, expect, it } from "vitest";
+import { runnerChannel } from "../../worker/deployments";
+import { ScriptedRunner } from "./runner-socket";
+import { seedKey, seedRunner, seedService } from "./seed";
+import { api } from "./support";
+
+let writer: string;
+
+beforeAll(async () => {
+  // The oldest runner; it never connects, so it takes nothing below.
+  await seedRunner();
+  writer = await seedKey("write");
+});
+
+async function queue(serviceId: string): Promise<string> {
+  const res = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+  expect(res.status).toBe(201);
+  return res.body.deployment.id;
+}
+
+async function deployment(id: string) {
+  return (await api("GET", `/api/deployments/${id}`, { key: writer })).body.deployment;
+}
+
+async function logLines(id: string): Promise<string[]> {
+  const res = await api("GET", `/api/deployments/${id}/logs`, { key: writer });
+  return res.body.logs.map((l: { line: string }) => l.line);
+}
+
+/** Connects a scripted runner and has it accept the next offer. */
+async function acceptNext(socket: ScriptedRunner) {
+  const { job } = await socket.next("job.offer");
+  socket.send({ type: "job.accept", deploymentId: job.deploymentId, leaseId: job.leaseId });
+  await socket.next("job.start");
+  return job;
+}
+
+describe("leases", () => {
+  it("fails a building deployment as 'runner lost' when heartbeats stop", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello();
+    const id = await queue(serviceId);
+    const job = await acceptNext(socket);
+    expect(job.deploymentId).toBe(id);
+
+    await new Promise((resolve) => setTimeout(resolve, 1_700));
+    await runDurableObjectAlarm(runnerChannel(env, runner.id));
+    const row = await deployment(id);
+    expect(row).toMatchObject({ status: "failed", finishedAt: expect.any(String) });
+    expect((await logLines(id)).at(-1)).toMatch(/^Deployment failed: runner lost: no heartbeat/);
+
+    // The runner's late success is refused; it was never re-offered.
+    socket.send({
+      type: "job.result",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      outcome: "running",
+      lastSeq: 0,
+      commitSha: null,
+    });
+    expect((await socket.next("job.result.ack")).accepted).toBe(false);
+    expect((await deployment(id)).status).toBe("failed");
+    expect(socket.pending("job.offer")).toEqual([]);
+    socket.close();
+  });
+
+  it("keeps a lease alive while heartbeats arrive", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello();
+    const id = await queue(serviceId);
+    const job = await acceptNext(socket);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      socket.send({ type: "heartbeat", leaseIds: [job.leaseId] });
+    }
+    await runDurableObjectAlarm(runnerChannel(env, runner.id));
+    expect((await deployment(id)).status).toBe("building");
+    socket.close();
+  });
+
+  it("fails at once the jobs a restarted runner no longer holds, and names orphans", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const first = await ScriptedRunner.connect(runner.token);
+    first.hello();
+    const id = await queue(serviceId);
+    await acceptNext(first);
+    first.close();
+
+    const restarted = await ScriptedRunner.connect(runner.token);
+    restarted.hello(2, [], [id, "dep_unknown"]);
+    const welcome = await restarted.next("welcome");
+    expect(welcome.orphanDeploymentIds.sort()).toEqual([id, "dep_unknown"].sort());
+    expect(await deployment(id)).toMatchObject({ status: "failed" });
+    expect((await logLines(id)).at(-1)).toMatch(/runner lost: runner .* restarted/);
+    restarted.close();
+  });
+
+  it("tells a reconnecting runner to drop leases the Worker no longer knows", async () => {
+    const runner = await seedRunner();
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello(2, [{ deploymentId: "dep_gone", leaseId: "lse_gone" }]);
+    expect((await socket.next("welcome")).unknownLeaseIds).toEqual(["lse_gone"]);
+    socket.close();
+  });
+});
+
+describe("scheduling", () => {
+  it("offers no more jobs than the runner's capacity, and one per service", async () => {
+    const runner = await seedRunner();
+    const services = await Promise.all([1, 2, 3].map(() => seedService(runner.id)));
+    for (const { serviceId } of services) await queue(serviceId);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello(2);
+    const a = await acceptNext(socket);
+    const b = await acceptNext(socket);
+    expect(a.serviceId).not.toBe(b.serviceId);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(socket.pending("job.offer")).toEqual([]);
+
+    // A finished job frees a slot for the third service.
+    socket.send({
+      type: "job.result",
+      deploymentId: a.deploymentId,
+      leaseId: a.leaseId,
+      outcome: "failed",
+      lastSeq: 0,
+      commitSha: null,
+      reason: "test",
+    });
+    const c = await socket.next("job.offer");
+    expect([a.serviceId, b.serviceId]).not.toContain(c.job.serviceId);
+    socket.close();
+  });
+
+  it("holds a service's next deployment until its build ends", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello(2);
+    const first = await queue(serviceId);
+    const job = await acceptNext(socket);
+    const second = await queue(serviceId);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(socket.pending("job.offer")).toEqual([]);
+    expect((await deployment(second)).status).toBe("queued");
+
+    socket.send({
+      type: "job.result",
+      deploymentId: first,
+      leaseId: job.leaseId,
+      outcome: "running",
+      lastSeq: 0,
+      commitSha: null,
+    });
+    expect((await socket.next("job.offer")).job.deploymentId).toBe(second);
+    socket.close();
+  });
+
+  it("says in the log when the deployment waits for an offline runner", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const id = await queue(serviceId);
+    expect(await logLines(id)).toContain(`Waiting for runner test runner (${runner.id}) to connect`);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello();
+    expect((await socket.next("job.offer")).job.deploymentId).toBe(id);
+    socket.close();
+  });
+});
+
+describe("POST /api/deployments/:deploymentId/redeploy", () => {
+  it("queues the commit and image of a deployment that went live", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const socket = await ScriptedRunner.connect(runner.token);
+    socket.hello();
+    const id = await queue(serviceId);
+    const job = await acceptNext(socket);
+    const sha = "a".repeat(40);
+    socket.send({
+      type: "job.result",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      outcome: "running",
+      lastSeq: 0,
+      commitSha: sha,
+    });
+    await socket.next("job.result.ack");
+
+    const res = await api("POST", `/api/deployments/${id}/redeploy`, { key: writer });
+    expect(res.status).toBe(201);
+    expect(res.body.deployment).toMatchObject({
+      status: "queued",
+      trigger: "redeploy",
+      commitSha: sha,
+      imageTag: job.imageTag,
+    });
+    const offer = await socket.next("job.offer");
+    expect(offer.job).toMatchObject({ commitSha: sha, imageTag: job.imageTag });
+    socket.close();
+  });
+
+  it("answers 409 while the deployment is unfinished, 403 for read keys, 404 when absent", async () => {
+    const { serviceId } = await seedService(null);
+    const id = await queue(serviceId);
+    expect((await api("POST", `/api/deployments/${id}/redeploy`, { key: writer })).status).toBe(409);
+    const reader = await seedKey("read");
+    expect((await api("POST", `/api/deployments/${id}/redeploy`, { key: reader })).status).toBe(403);
+    expect((await api("POST", `/api/deployments/${id}/redeploy`)).status).toBe(401);
+    expect((await api("POST", "/api/deployments/dep_absent/redeploy", { key: writer })).status).toBe(404);
+  });
+});
