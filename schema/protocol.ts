@@ -46,6 +46,10 @@ export type Job = z.infer<typeof job>;
 export const jobPhase = z.enum(["cloning", "building", "starting", "health-check", "swapping"]);
 export type JobPhase = z.infer<typeof jobPhase>;
 
+/** A line of a live container's output, as Docker timestamps it. */
+export const runtimeLogLine = z.object({ line: z.string(), stream: logStream, at: z.string() });
+export type RuntimeLogLine = z.infer<typeof runtimeLogLine>;
+
 /** Frames the runner sends to the Worker. */
 export const runnerFrame = z.discriminatedUnion("type", [
   z.object({
@@ -89,6 +93,28 @@ export const runnerFrame = z.discriminatedUnion("type", [
     commitSha: z.string().nullable(),
     reason: z.string().optional(),
   }),
+  /** The last lines of a service's live container, answering `runtime.follow`. */
+  z.object({
+    type: z.literal("runtime.snapshot"),
+    serviceId: z.string(),
+    lines: z.array(runtimeLogLine),
+  }),
+  /** Lines the followed container printed since the previous frame. */
+  z.object({
+    type: z.literal("runtime.logs"),
+    serviceId: z.string(),
+    lines: z.array(runtimeLogLine).min(1),
+  }),
+  /**
+   * The follow is over: `ok` when the container's log ended (it stopped),
+   * not `ok` with a reason when there was nothing to follow.
+   */
+  z.object({
+    type: z.literal("runtime.end"),
+    serviceId: z.string(),
+    ok: z.boolean(),
+    reason: z.string().optional(),
+  }),
 ]);
 export type RunnerFrame = z.infer<typeof runnerFrame>;
 
@@ -128,6 +154,14 @@ export const workerFrame = z.discriminatedUnion("type", [
     leaseId: z.string(),
     accepted: z.boolean(),
   }),
+  /** Start following the service's live container: snapshot of `tail`, then lines. */
+  z.object({
+    type: z.literal("runtime.follow"),
+    serviceId: z.string(),
+    tail: z.number().int().min(0).max(10_000),
+  }),
+  /** Nobody watches the service's runtime log any more. */
+  z.object({ type: z.literal("runtime.unfollow"), serviceId: z.string() }),
 ]);
 export type WorkerFrame = z.infer<typeof workerFrame>;
 

@@ -9,6 +9,7 @@ import { explainFailureRoutes } from "./routes/explain-failure";
 import { projectRoutes } from "./routes/projects";
 import { runnerConnectRoutes } from "./routes/runner-connect";
 import { runnerRoutes } from "./routes/runners";
+import { runtimeLogRoutes } from "./routes/runtime-logs";
 import { serviceRoutes } from "./routes/services";
 
 export function createApp() {
@@ -24,6 +25,7 @@ export function createApp() {
   app.route("/api", projectRoutes);
   app.route("/api", serviceRoutes);
   app.route("/api", deploymentRoutes);
+  app.route("/api", runtimeLogRoutes);
   app.route("/api", explainFailureRoutes);
   // Before runnerRoutes, whose /runners/{runnerId} would also match "connect".
   app.route("/api", runnerConnectRoutes);

@@ -31,7 +31,14 @@ export class SseHub {
   #clients = new Set<Client>();
   #pingTimer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(readonly pingIntervalMs: number) {}
+  /**
+   * @param onEmpty called when the last client leaves (or is dropped); a
+   * client that goes away is noticed at the next write, a ping at the latest.
+   */
+  constructor(
+    readonly pingIntervalMs: number,
+    private readonly onEmpty: () => void = () => {},
+  ) {}
 
   get size(): number {
     return this.#clients.size;
@@ -96,6 +103,7 @@ export class SseHub {
     if (!this.#clients.delete(client)) return;
     client.writer.abort(new Error("SSE client fell behind or went away")).catch(() => {});
     this.#schedulePings();
+    if (this.#clients.size === 0) this.onEmpty();
   }
 
   #schedulePings(): void {

@@ -21,6 +21,7 @@ import { deployments, runners, services } from "../../schema/tables";
 import { announce, deploymentLog, transition } from "../deployments";
 import { newId } from "../ids";
 import { serviceEnv, type ServiceRow } from "../lookups";
+import { RuntimeLogRelay } from "./runtime-log-relay";
 import { database, numberSetting } from "../router";
 
 type Lease = {
@@ -56,10 +57,15 @@ export class RunnerChannel extends DurableObject<Env> {
   /** The tail of the chain that serialises frames, pokes and alarms. */
   #queue: Promise<unknown> = Promise.resolve();
   #lastHeartbeatWrite = 0;
+  #runtimeLogs: RuntimeLogRelay;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
+    this.#runtimeLogs = new RuntimeLogRelay(
+      (frame) => this.#send(frame),
+      numberSetting(env, "SSE_PING_INTERVAL_MS", 15_000),
+    );
     this.#sql.exec(`
       CREATE TABLE IF NOT EXISTS leases (
         lease_id TEXT PRIMARY KEY,
@@ -74,8 +80,16 @@ export class RunnerChannel extends DurableObject<Env> {
 
   // ── Entry points ──────────────────────────────────────────────────────────
 
-  /** Accepts the runner's WebSocket; the Worker has already checked its token. */
+  /**
+   * Accepts the runner's WebSocket (the Worker has already checked its
+   * token), or opens a runtime-log stream of one of its services.
+   */
   async fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    if (url.pathname === "/runtime-logs") {
+      const serviceId = url.searchParams.get("serviceId") ?? "";
+      return this.#runtimeLogs.open(serviceId, Number(url.searchParams.get("tail") ?? 200));
+    }
     const runnerId = request.headers.get("X-Aeroplane-Runner-Id");
     if (!runnerId || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("Expected a runner WebSocket", { status: 400 });
@@ -168,6 +182,12 @@ export class RunnerChannel extends DurableObject<Env> {
         return this.#logs(frame);
       case "job.result":
         return this.#result(frame);
+      case "runtime.snapshot":
+        return this.#runtimeLogs.snapshot(frame.serviceId, frame.lines);
+      case "runtime.logs":
+        return this.#runtimeLogs.logs(frame.serviceId, frame.lines);
+      case "runtime.end":
+        return this.#runtimeLogs.end(frame.serviceId, frame.ok, frame.reason);
     }
   }
 
@@ -487,6 +507,7 @@ export class RunnerChannel extends DurableObject<Env> {
   async #markOfflineIfGone(closed: WebSocket): Promise<void> {
     const others = this.#openSockets().filter((ws) => ws !== closed);
     if (others.length > 0) return;
+    this.#runtimeLogs.disconnected();
     await database(this.env)
       .update(runners)
       .set({ online: false })
@@ -501,15 +522,19 @@ export class RunnerChannel extends DurableObject<Env> {
     return run;
   }
 
-  #send(frame: WorkerFrame): void {
+  /** Sends a frame to the runner; false when no socket took it. */
+  #send(frame: WorkerFrame): boolean {
     const text = JSON.stringify(frame);
+    let sent = false;
     for (const ws of this.#openSockets()) {
       try {
         ws.send(text);
+        sent = true;
       } catch (error) {
         console.error("RunnerChannel:send", frame.type, error);
       }
     }
+    return sent;
   }
 
   async #scheduleWatchdog(): Promise<void> {
