@@ -12,7 +12,13 @@ import { TAIL_LINES } from "../../worker/explain/excerpt";
 import { buildMessages } from "../../worker/explain/prompt";
 import { failureLogs, type FailureLog } from "./failure-logs";
 import { seedKey, seedService } from "./seed";
-import { api, expectAuthRequired, expectError, expectInvalid } from "./support";
+import {
+  api,
+  documentedPaths,
+  expectAuthRequired,
+  expectError,
+  expectInvalid,
+} from "./support";
 
 const db = () => drizzle(env.DB);
 let counter = 0;
@@ -499,6 +505,33 @@ describe("POST /api/deployments/:deploymentId/explain-failure", () => {
       defaultModel: "default-model",
     });
     expectError(await explain(deploymentId), 502, "upstream_failed");
+  });
+
+  it("forgets a provider's cached explanations when the provider is removed", async () => {
+    await putProvider("removed", { ...unreachable, defaultModel: "m" });
+    const { deploymentId } = await seedDeployment(failureLogs.crash);
+    await env.DB.prepare(
+      "INSERT INTO failure_explanations (deployment_id, provider_id, model, explanation) VALUES (?, 'removed', 'm', '{}')",
+    )
+      .bind(deploymentId)
+      .run();
+    expect(
+      (await api("DELETE", "/api/ai/providers/removed", { key: admin })).status,
+    ).toBe(204);
+    const left = await env.DB.prepare(
+      "SELECT COUNT(*) AS n FROM failure_explanations WHERE provider_id = 'removed'",
+    ).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+  });
+
+  it("is documented with its 409 and 502 answers", async () => {
+    const paths = await documentedPaths();
+    const route = paths["/api/deployments/{deploymentId}/explain-failure"].post as {
+      responses: Record<string, unknown>;
+    };
+    expect(Object.keys(route.responses).sort()).toEqual(
+      ["200", "400", "401", "403", "404", "409", "502"].sort(),
+    );
   });
 
   it("answers 409 for a deployment that did not fail", async () => {

@@ -21,6 +21,11 @@ export const DEFAULT_AI_TIMEOUT_MS = 20_000;
 export const aiTimeoutMs = (env: Env) =>
   numberSetting(env, "AI_TIMEOUT_MS" as keyof Env, DEFAULT_AI_TIMEOUT_MS);
 
+/**
+ * Explains a failed deployment with the provider and model `request` names,
+ * or the defaults. 409 unless the deployment failed; 400 for a provider that
+ * is not configured; 502 when the provider fails.
+ */
 export async function explainFailure(
   env: Env,
   { deployment, service }: { deployment: DeploymentRow; service: ServiceRow },

@@ -78,6 +78,7 @@ export async function putProvider(
   return row;
 }
 
+/** Every provider, oldest first: the first is the default for explanations. */
 export async function listProviders(env: Env): Promise<ProviderRow[]> {
   return database(env)
     .select()
@@ -85,6 +86,7 @@ export async function listProviders(env: Env): Promise<ProviderRow[]> {
     .orderBy(...oldestFirst(aiProviders.createdAt));
 }
 
+/** One provider by id, or undefined. */
 export async function getProvider(
   env: Env,
   id: string,
