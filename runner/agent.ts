@@ -17,6 +17,7 @@ import { runDeployment, type DeploymentIO, type DeploymentResult } from "./deplo
 import type { DockerClient } from "./docker.js";
 import { createLogger, errorMessage } from "./logger.js";
 import { maxLinesPerFrame, Outbox, type LeaseRef } from "./outbox.js";
+import { RuntimeLogs } from "./runtime-logs.js";
 
 const log = createLogger("runner:agent");
 
@@ -53,6 +54,7 @@ export class Agent {
   readonly #working = new Set<Promise<void>>();
   /** Set while a connection is open. */
   #send: Send | null = null;
+  #runtimeLogs: RuntimeLogs;
   /** Lines and results go out only after `welcome` has settled the leases. */
   #welcomed = false;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -68,6 +70,7 @@ export class Agent {
       allowFileRepos: false,
       ...options,
     };
+    this.#runtimeLogs = new RuntimeLogs(options.docker, (frame) => this.#send?.(frame));
   }
 
   /** Pings Docker; returns (and logs, when it changes) what is wrong, if anything. */
@@ -103,6 +106,8 @@ export class Agent {
   /** The connection is gone; jobs carry on and their output waits. */
   disconnected(): void {
     this.#send = null;
+    // The control plane ends every runtime-log stream when the socket goes.
+    this.#runtimeLogs.stopAll();
     this.#welcomed = false;
     clearInterval(this.#heartbeat);
     clearTimeout(this.#flushTimer);
@@ -130,6 +135,10 @@ export class Agent {
         return this.#forgetIfSettled(frame.leaseId);
       case "job.result.ack":
         return this.#resultAcked(frame);
+      case "runtime.follow":
+        return this.#runtimeLogs.follow(frame.serviceId, frame.tail);
+      case "runtime.unfollow":
+        return this.#runtimeLogs.unfollow(frame.serviceId);
     }
   }
 
@@ -139,6 +148,7 @@ export class Agent {
    */
   async shutdown(timeoutMs = 10_000): Promise<void> {
     this.#stopping = true;
+    this.#runtimeLogs.stopAll();
     for (const [leaseId, held] of this.#jobs) {
       if (held.state === "reserved") this.#jobs.delete(leaseId);
       else held.controller.abort(new Error("The runner is shutting down"));

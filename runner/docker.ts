@@ -7,7 +7,8 @@
  * are treated as success here, once, instead of at every call site.
  */
 import Docker from "dockerode";
-import type { Readable } from "node:stream";
+import { createInterface } from "node:readline";
+import { PassThrough, type Readable } from "node:stream";
 import { packBuildContext } from "./build-context.js";
 import { BuildProgress } from "./build-progress.js";
 import { createLogger, errorMessage } from "./logger.js";
@@ -105,6 +106,23 @@ export interface DockerClient {
   listImages(labels: Record<string, string>): Promise<ImageSummary[]>;
   /** The last `lines` lines a container wrote, stdout and stderr merged. */
   logsTail(nameOrId: string, lines: number): Promise<string[]>;
+  /**
+   * Follows a container's output: its last `tail` lines, then new ones as it
+   * writes them, stdout and stderr apart, each with Docker's timestamp.
+   * Resolves when the log ends (the container stopped) or `signal` aborts.
+   */
+  followLogs(
+    nameOrId: string,
+    options: { tail: number; signal: AbortSignal; onLine: (line: LogLine) => void },
+  ): Promise<void>;
+}
+
+/** One line of a container's output. */
+export interface LogLine {
+  line: string;
+  stream: "stdout" | "stderr";
+  /** When Docker received it, ISO 8601. */
+  at: string;
 }
 
 /** The HTTP status of a dockerode error, if it carries one. */
@@ -281,6 +299,38 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
         .getContainer(nameOrId)
         .logs({ stdout: true, stderr: true, follow: false, tail: lines });
       return splitLines(demultiplex(output)).slice(-lines);
+    },
+
+    async followLogs(nameOrId, { tail, signal, onLine }) {
+      const output = (await docker.getContainer(nameOrId).logs({
+        stdout: true,
+        stderr: true,
+        follow: true,
+        timestamps: true,
+        tail,
+        abortSignal: signal,
+      })) as unknown as Readable;
+      const streams = { stdout: new PassThrough(), stderr: new PassThrough() };
+      docker.modem.demuxStream(output, streams.stdout, streams.stderr);
+      output.on("end", () => {
+        streams.stdout.end();
+        streams.stderr.end();
+      });
+      output.on("error", () => {
+        streams.stdout.end();
+        streams.stderr.end();
+      });
+      await Promise.all(
+        (["stdout", "stderr"] as const).map(async (stream) => {
+          for await (const raw of createInterface({ input: streams[stream], crlfDelay: Infinity })) {
+            // "2026-06-10T08:47:00.123456789Z the line": Docker's timestamp first.
+            const space = raw.indexOf(" ");
+            const stamp = new Date(raw.slice(0, space));
+            const at = Number.isNaN(stamp.getTime()) ? new Date() : stamp;
+            onLine({ line: raw.slice(space + 1), stream, at: at.toISOString() });
+          }
+        }),
+      );
     },
   };
 }
