@@ -37,8 +37,11 @@ export class RuntimeLogs {
   }
 
   unfollow(serviceId: string): void {
-    this.#follows.get(serviceId)?.abort();
+    const controller = this.#follows.get(serviceId);
+    if (!controller) return;
+    controller.abort();
     this.#follows.delete(serviceId);
+    log.info("Stopped following runtime logs", { service: serviceId });
   }
 
   /** Stops every follow, e.g. when the connection to the control plane drops. */

@@ -1,0 +1,159 @@
+/**
+ * Runtime logs of a real container, through the real Worker and runner:
+ * a snapshot then live lines, one Docker follow shared by two clients and
+ * stopped when both leave, and a closing status when the container stops.
+ */
+import type { ChildProcess } from "node:child_process";
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureHostNodeImage, HOST_NODE_IMAGE } from "../../scripts/host-node-image";
+import { freePort } from "../../scripts/local-control-plane";
+import { removeServices } from "./support/docker-fixtures";
+import { servedRepository, type ServedRepository } from "./support/git-server";
+import { readEvents, type SseEvent } from "./support/sse";
+import { TestSystem } from "./support/system";
+
+const docker = new Docker();
+let system: TestSystem;
+let repo: ServedRepository;
+let runner: ChildProcess;
+let runnerLog = "";
+let serviceId: string;
+let hostPort: number;
+
+// Prints a line at start, and per request (health checks aside) one line on
+// stdout and one on stderr.
+const server = `
+console.log("booted");
+console.log("Server listening on port 3000");
+require("http").createServer((q, s) => {
+  if (q.url !== "/health") {
+    console.log("GET " + q.url);
+    console.error("served " + q.url);
+  }
+  s.end("ok");
+}).listen(3000);`;
+
+beforeAll(async () => {
+  await ensureHostNodeImage(docker);
+  system = await TestSystem.start();
+  const registered = await system.registerRunner();
+  runner = system.startRunner(registered.token, [], { AEROPLANE_LOG_LEVEL: "info" }, {
+    stderr: "pipe",
+  });
+  runner.stderr!.setEncoding("utf8").on("data", (chunk: string) => (runnerLog += chunk));
+
+  repo = await servedRepository();
+  await repo.commit(
+    {
+      Dockerfile: `FROM ${HOST_NODE_IMAGE}\nCOPY server.js /server.js\nCMD ["node", "/server.js"]\n`,
+      "server.js": server,
+    },
+    "app",
+  );
+  const { project } = await system.ok("POST", "/api/projects", { name: "logs" }, 201);
+  hostPort = await freePort();
+  const { service } = await system.ok(
+    "POST",
+    `/api/projects/${project.id}/services`,
+    { name: "web", repoUrl: repo.url, internalPort: 3000, hostPort, healthCheckPath: "/health" },
+    201,
+  );
+  serviceId = service.id;
+  const { deployment } = await system.ok(
+    "POST",
+    `/api/services/${serviceId}/deployments`,
+    undefined,
+    201,
+  );
+  await system.waitForDeployment(deployment.id, (d) => d.status === "running");
+});
+
+afterAll(async () => {
+  await system?.stop();
+  await repo?.stop();
+  if (serviceId) await removeServices([serviceId]);
+});
+
+/** Reads events from a stream until `until` says stop; the stream stays open. */
+async function collect(
+  events: AsyncGenerator<SseEvent>,
+  until: (seen: SseEvent[]) => boolean,
+): Promise<SseEvent[]> {
+  const seen: SseEvent[] = [];
+  // next() rather than for-await: breaking out of a for-await would end the stream.
+  for (let r = await events.next(); !r.done; r = await events.next()) {
+    if (r.value.event !== "ping") seen.push(r.value);
+    if (until(seen)) break;
+  }
+  return seen;
+}
+
+const lines = (events: SseEvent[]) =>
+  events
+    .filter((e) => e.event === "log")
+    .map((e) => JSON.parse(e.data) as { id: number; line: string; stream: string });
+
+const count = (text: string, what: string) => text.split(what).length - 1;
+
+describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
+  it("sends a snapshot, then live lines, to two clients sharing one follow", async () => {
+    const url = `${system.url}/api/services/${serviceId}/runtime-logs/stream?tail=1`;
+    const one = new AbortController();
+    const two = new AbortController();
+    const first = readEvents(url, system.adminKey, { signal: one.signal });
+    const [snapshot] = await collect(first, (seen) => seen.length === 1);
+    expect(snapshot.event).toBe("snapshot");
+    expect(JSON.parse(snapshot.data)).toEqual([
+      {
+        id: expect.any(Number),
+        line: "Server listening on port 3000",
+        stream: "stdout",
+        createdAt: expect.stringMatching(/Z$/),
+      },
+    ]);
+    const second = readEvents(url, system.adminKey, { signal: two.signal });
+    expect((await collect(second, (seen) => seen.length === 1))[0].event).toBe("snapshot");
+
+    await fetch(`http://127.0.0.1:${hostPort}/hello`);
+    const wanted = (seen: SseEvent[]) => lines(seen).length >= 2;
+    const [a, b] = await Promise.all([collect(first, wanted), collect(second, wanted)]);
+    for (const seen of [a, b]) {
+      expect(lines(seen).map(({ line, stream }) => ({ line, stream })).sort((x, y) =>
+        x.stream.localeCompare(y.stream),
+      )).toEqual([
+        { line: "served /hello", stream: "stderr" },
+        { line: "GET /hello", stream: "stdout" },
+      ]);
+    }
+    // One follow: both clients see the same ids for the same lines.
+    expect(lines(a).map((l) => l.id)).toEqual(lines(b).map((l) => l.id));
+    expect(count(runnerLog, "Following runtime logs")).toBe(1);
+
+    one.abort();
+    two.abort();
+    const deadline = Date.now() + 10_000;
+    while (!runnerLog.includes("Stopped following runtime logs")) {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+
+  it("ends with a closed status when the container stops", async () => {
+    const url = `${system.url}/api/services/${serviceId}/runtime-logs/stream`;
+    const events = readEvents(url, system.adminKey);
+    const [snapshot] = await collect(events, (seen) => seen.length === 1);
+    expect(JSON.parse(snapshot.data).map((l: { line: string }) => l.line)).toContain("booted");
+    await docker.getContainer(`aeroplane-${serviceId}-stable`).stop({ t: 1 });
+    const rest = await collect(events, () => false);
+    expect(rest.at(-1)).toMatchObject({ event: "status" });
+    expect(JSON.parse(rest.at(-1)!.data)).toEqual({ ok: true, closed: true });
+  });
+
+  it("says there is no live container once it is gone", async () => {
+    const url = `${system.url}/api/services/${serviceId}/runtime-logs/stream`;
+    const events = await collect(readEvents(url, system.adminKey), () => false);
+    expect(events.map((e) => e.event)).toEqual(["status"]);
+    expect(JSON.parse(events[0].data)).toEqual({ ok: false, reason: "no live container" });
+  });
+});
