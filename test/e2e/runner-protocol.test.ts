@@ -104,6 +104,43 @@ describe("Outbox", () => {
     expect(outbox.drain()).toEqual([]);
   });
 
+  it("stays linear with a 100,000-line backlog acknowledged one line at a time", () => {
+    // The agent asks how many lines wait after every append; with the
+    // connection down they pile up. Both used to cost O(backlog) per call.
+    const outbox = new Outbox();
+    outbox.open(lease);
+    const started = performance.now();
+    for (let i = 0; i < 100_000; i++) {
+      outbox.append("lse_1", `line ${i + 1}`, "stdout", at);
+      outbox.unsentLines();
+    }
+    const frames = outbox.drain();
+    for (let seq = 1; seq <= 100_000; seq++) outbox.ackLines("lse_1", seq);
+    const elapsed = performance.now() - started;
+
+    expect(seqs(frames)).toEqual(Array.from({ length: 100_000 }, (_, i) => i + 1));
+    expect(outbox.unsentLines()).toBe(0);
+    outbox.rewind();
+    expect(outbox.drain()).toEqual([]);
+    // Quadratic bookkeeping took over 30 s here; linear takes well under 1 s.
+    expect(elapsed).toBeLessThan(3_000);
+  });
+
+  it("skips lines acknowledged beyond what this connection sent", () => {
+    const outbox = new Outbox();
+    outbox.open(lease);
+    for (let i = 0; i < 10; i++) outbox.append("lse_1", `line ${i + 1}`, "stdout", at);
+    outbox.drain();
+    outbox.rewind();
+    // The control plane stored 1–7 before the reconnect; it acks them now.
+    outbox.ackLines("lse_1", 7);
+    expect(seqs(outbox.drain())).toEqual([8, 9, 10]);
+    // A stale, lower ack changes nothing.
+    outbox.ackLines("lse_1", 3);
+    outbox.rewind();
+    expect(seqs(outbox.drain())).toEqual([8, 9, 10]);
+  });
+
   it("cuts very long lines and keeps frames small", () => {
     const outbox = new Outbox();
     outbox.open(lease);
