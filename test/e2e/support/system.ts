@@ -83,8 +83,18 @@ export class TestSystem {
     return { id: runner.id, token };
   }
 
-  /** Starts a runner process; its output goes to stderr when verbose. */
-  startRunner(token: string, args: string[] = [], env: Record<string, string> = {}): ChildProcess {
+  /**
+   * Starts a runner process; its output goes to stderr when verbose. With
+   * `url` it reaches the control plane there (e.g. through a proxy); with
+   * `stderr: "pipe"` the caller reads the runner's own log from `child.stderr`.
+   */
+  startRunner(
+    token: string,
+    args: string[] = [],
+    env: Record<string, string> = {},
+    options: { url?: string; stderr?: "pipe" } = {},
+  ): ChildProcess {
+    const stderr = options.stderr ?? (process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore");
     const child = spawn(
       process.execPath,
       ["--import", "tsx", join(projectRoot, "runner/main.ts"), ...args],
@@ -92,17 +102,33 @@ export class TestSystem {
         cwd: projectRoot,
         env: {
           ...process.env,
-          AEROPLANE_URL: this.url,
+          AEROPLANE_URL: options.url ?? this.url,
           AEROPLANE_RUNNER_TOKEN: token,
           AEROPLANE_LOG_LEVEL: process.env.AEROPLANE_TEST_VERBOSE ? "debug" : "warn",
           ...env,
         },
-        stdio: ["ignore", "inherit", process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore"],
+        stdio: ["ignore", "inherit", stderr],
       },
     );
     this.#runners.add(child);
     child.once("exit", () => this.#runners.delete(child));
     return child;
+  }
+
+  /** Stops `wrangler dev` (SIGTERM by default); the persisted state stays. */
+  async stopControlPlane(signal?: NodeJS.Signals): Promise<void> {
+    await this.controlPlane.stop(signal);
+  }
+
+  /** Starts the control plane again on the same port with the same state. */
+  async startControlPlane(): Promise<void> {
+    await this.controlPlane.start();
+  }
+
+  /** Stops and starts the control plane, keeping its port and persisted state. */
+  async restartControlPlane(): Promise<void> {
+    await this.stopControlPlane();
+    await this.startControlPlane();
   }
 
   /** Polls a deployment until `done` holds for it, or fails after `timeoutMs`. */
