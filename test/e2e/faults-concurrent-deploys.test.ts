@@ -1,0 +1,150 @@
+/**
+ * Fault: deploy requests for one service arrive together (a double-clicked
+ * button, a webhook and a CI job racing). One deployment builds; the others
+ * are superseded or wait their turn; two builds of one service never run at
+ * once — neither as the API shows it at any moment, nor in the recorded
+ * [startedAt, finishedAt] of the builds.
+ */
+import Docker from "dockerode";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureHostNodeImage } from "../../scripts/host-node-image";
+import { freePort } from "../../scripts/local-control-plane";
+import { removeServices } from "./support/docker-fixtures";
+import {
+  answer,
+  maxOverlap,
+  nodeApp,
+  recordedIntervals,
+  runNode,
+  StatusWatch,
+  TERMINAL,
+  waitFor,
+  type Deployment,
+} from "./support/faults";
+import { servedRepository, type ServedRepository } from "./support/git-server";
+import { TestSystem } from "./support/system";
+
+let system: TestSystem;
+let repo: ServedRepository;
+let serviceId: string;
+let hostPort: number;
+
+beforeAll(async () => {
+  await ensureHostNodeImage(new Docker());
+  system = await TestSystem.start();
+  const runner = await system.registerRunner("concurrent");
+  system.startRunner(runner.token);
+  repo = await servedRepository("concurrent");
+  const { project } = await system.ok("POST", "/api/projects", { name: "concurrent" }, 201);
+  hostPort = await freePort();
+  const created = await system.ok(
+    "POST",
+    `/api/projects/${project.id}/services`,
+    { name: "raced", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+    201,
+  );
+  serviceId = created.service.id;
+});
+
+afterAll(async () => {
+  await system?.stop();
+  await repo?.stop();
+  if (serviceId) await removeServices([serviceId]);
+});
+
+async function serviceDeployments(): Promise<Deployment[]> {
+  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`)).deployments;
+}
+
+/**
+ * Commits a new version whose build takes 2 s (a new server.js, so the RUN
+ * step is not cached), fires `count` deploy requests at once, and waits
+ * until they have all ended. Returns the deployments, oldest first.
+ */
+async function raceDeploys(count: number, reply: string): Promise<Deployment[]> {
+  await repo.commit(
+    nodeApp(reply, { run: runNode("setTimeout(() => console.log('built slowly'), 2000)") }),
+    reply,
+  );
+  const responses = await Promise.all(
+    Array.from({ length: count }, () =>
+      system.api("POST", `/api/services/${serviceId}/deployments`),
+    ),
+  );
+  for (const res of responses) {
+    expect(res.status).toBe(201);
+    expect(res.body.deployment.status).toBe("queued");
+  }
+  const ids = new Set(responses.map((res) => res.body.deployment.id as string));
+  const created = responses.map((res) => Date.parse(res.body.deployment.createdAt));
+  expect(Math.max(...created) - Math.min(...created)).toBeLessThanOrEqual(100);
+
+  const ended = await waitFor(
+    `all ${count} deployments to end`,
+    async () => {
+      const mine = (await serviceDeployments()).filter((d) => ids.has(d.id));
+      const finished = mine.every((d) => TERMINAL.has(d.status));
+      // `running` is final only once nothing else of the service is pending.
+      return finished && mine.length === count && mine;
+    },
+    90_000,
+    200,
+  );
+  return ended.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+
+/** The checks every race must pass, from the watch and from the records. */
+function expectOneBuildAtATime(watch: StatusWatch, all: Deployment[]) {
+  expect(watch.errors).toEqual([]);
+  expect(watch.doubleBuilds).toEqual([]);
+  expect(watch.flips()).toEqual([]);
+  expect(maxOverlap(watch.certainBuildingIntervals())).toBeLessThanOrEqual(1);
+  const intervals = recordedIntervals(all);
+  expect(
+    maxOverlap(intervals),
+    `recorded [startedAt, finishedAt]: ${JSON.stringify(
+      all.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
+    )}`,
+  ).toBeLessThanOrEqual(1);
+}
+
+describe("deploy requests for one service that arrive together", () => {
+  it("two within 100 ms: one goes live, the other is superseded, never two builds at once (3 rounds)", async () => {
+    const watch = new StatusWatch(system, [serviceId], 50);
+    for (const round of [1, 2, 3]) {
+      const reply = `round ${round}`;
+      const [older, newer] = await raceDeploys(2, reply);
+      const statuses = [older, newer].map((d) => d.status).sort();
+      expect(statuses, `round ${round}`).toEqual(["running", "superseded"]);
+      // The newest request wins: the older one was superseded before it
+      // started, or built first and was then replaced.
+      const live = [older, newer].find((d) => d.status === "running")!;
+      const other = [older, newer].find((d) => d.status === "superseded")!;
+      expect(live.createdAt >= other.createdAt).toBe(true);
+      const otherPath = watch.path(other.id);
+      expect([
+        ["queued", "superseded"],
+        ["superseded"],
+        ["queued", "building", "running", "superseded"],
+        ["queued", "building", "superseded"],
+        ["building", "running", "superseded"],
+        ["building", "superseded"],
+      ]).toContainEqual(otherPath);
+      expect(await answer(hostPort)).toBe(reply);
+    }
+    await watch.stop();
+    expectOneBuildAtATime(watch, await serviceDeployments());
+  });
+
+  it("five at once: exactly one ends running, the rest superseded, one build at a time", async () => {
+    const watch = new StatusWatch(system, [serviceId], 50);
+    const all = await raceDeploys(5, "five at once");
+    await watch.stop();
+    expect(all.filter((d) => d.status === "running")).toHaveLength(1);
+    expect(all.filter((d) => d.status === "superseded")).toHaveLength(4);
+    // Superseded while queued means it never built.
+    expect(all.filter((d) => d.startedAt !== null).length).toBeLessThanOrEqual(2);
+    expect(await answer(hostPort)).toBe("five at once");
+    expectOneBuildAtATime(watch, await serviceDeployments());
+  });
+});
