@@ -1,6 +1,7 @@
 /**
- * Reads the classic builder's JSON progress stream into log lines, and
- * notices the error message that ends a failed build.
+ * Reads the classic builder's JSON progress stream into log lines, notices
+ * the error message that ends a failed build, and notes the image each step
+ * produced.
  */
 import { createLogger } from "./logger.js";
 
@@ -18,13 +19,29 @@ interface BuildMessage {
   errorDetail?: { message?: string };
 }
 
+/** The image a build step produced, as the classic builder reported it. */
+export interface StepImage {
+  /** The short id the builder printed (12 hex digits). */
+  id: string;
+  /** False for FROM and for a step the cache answered: not made by this build. */
+  created: boolean;
+}
+
 export class BuildProgress {
   #failure: string | null = null;
   #output: BuildOutput;
+  #steps: StepTracker;
   #messages = new LineBuffer((json) => this.#handle(json));
 
-  constructor(private readonly onLine: (line: string, stream: OutputStream) => void) {
-    this.#output = new BuildOutput(onLine);
+  constructor(
+    private readonly onLine: (line: string, stream: OutputStream) => void,
+    onStep: (step: StepImage) => void = () => {},
+  ) {
+    this.#steps = new StepTracker(onStep);
+    this.#output = new BuildOutput((line, stream) => {
+      if (stream === "stdout") this.#steps.see(line);
+      onLine(line, stream);
+    });
   }
 
   /** Feeds a chunk of the response, split or joined anywhere. */
@@ -36,7 +53,13 @@ export class BuildProgress {
   end(): string | null {
     this.#messages.end();
     this.#output.end();
+    this.#steps.end();
     return this.#failure;
+  }
+
+  /** The stream broke off (an abort): reports the steps that finished. */
+  abandon(): void {
+    this.#steps.end();
   }
 
   #handle(json: string): void {
@@ -60,6 +83,39 @@ export class BuildProgress {
         "stdout",
       );
     }
+  }
+}
+
+/**
+ * Follows the classic builder's step markers: "Step 3/6 : RUN …", then
+ * " ---> Using cache" for a cache hit, and " ---> 5c3e…" for the image the
+ * step produced. A step's own output comes in between and could imitate a
+ * marker, so only the last id line of a step counts, and whoever removes
+ * these images checks them first (see images.ts).
+ */
+class StepTracker {
+  #step: { from: boolean; cached: boolean; id: string | null } | null = null;
+
+  constructor(private readonly onStep: (step: StepImage) => void) {}
+
+  see(line: string): void {
+    const header = /^Step \d+\/\d+ : (\S+)/.exec(line);
+    if (header) {
+      this.end();
+      this.#step = { from: header[1].toUpperCase() === "FROM", cached: false, id: null };
+      return;
+    }
+    if (!this.#step) return;
+    if (line === " ---> Using cache") this.#step.cached = true;
+    const id = /^ ---> ([0-9a-f]{12,64})$/.exec(line);
+    if (id) this.#step.id = id[1];
+  }
+
+  /** Reports the current step, if it produced an image. */
+  end(): void {
+    const step = this.#step;
+    this.#step = null;
+    if (step?.id) this.onStep({ id: step.id, created: !step.from && !step.cached });
   }
 }
 

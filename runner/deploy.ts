@@ -1,30 +1,41 @@
 /**
  * One deployment attempt: clone → build → candidate → health check → swap.
  *
+ * When the job's image already exists (a redeploy names the image of a
+ * deployment that went live), clone and build are skipped.
+ *
  * Every step writes platform lines into the deployment's log, and every way
  * out cleans up after itself: a failure or an abort removes the candidate
- * container and the image of this attempt and leaves the live container
- * untouched; on failure the reason is the log's last line.
+ * container and the image this attempt built (never a reused one) and leaves
+ * the live container untouched; on failure the reason is the log's last line.
  */
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Job, JobPhase } from "../schema/protocol.js";
 import { systemClock, type Clock } from "./clock.js";
+import type { StepImage } from "./build-progress.js";
 import {
   aeroplaneLabels,
   BuildFailedError,
+  labelKeys,
   type DockerClient,
   type OutputStream,
 } from "./docker.js";
 import { checkout, GitError } from "./git.js";
 import { probeHttp, waitUntilHealthy, type ProbeResult } from "./health.js";
+import { keepRecentImages, removeBuildLeftovers } from "./images.js";
 import { createLogger, errorMessage, stderrSink } from "./logger.js";
 import { createRedactor } from "./redact.js";
-import { containerNames, DeployFailure, swapIn, type AttemptContext } from "./swap.js";
-
-/** How many of a failed container's last output lines go into the log. */
-const outputTailLines = 20;
+import { withServiceLock } from "./service-lock.js";
+import {
+  containerNames,
+  DeployFailure,
+  logContainerOutput,
+  swapIn,
+  type AttemptContext,
+  type ReplacedDeployment,
+} from "./swap.js";
 
 export type DeployOutcome = "running" | "failed" | "aborted";
 
@@ -41,6 +52,8 @@ export interface DeploymentIO {
   workDir?: string;
   /** Lets the job clone a file:// repository from this host's disk. */
   allowFileRepos?: boolean;
+  /** This runner's mark, labelled on everything the attempt creates. */
+  runnerMark?: string;
 }
 
 export interface DeploymentResult {
@@ -48,6 +61,20 @@ export interface DeploymentResult {
   commitSha: string | null;
   /** Why it failed or was aborted; the same text as the last log line. */
   reason?: string;
+  /**
+   * When `running`: the deployment the swap replaced, parked as `-previous`
+   * until `settleSwap` learns whether the control plane recorded this one.
+   */
+  replaced?: ReplacedDeployment | null;
+}
+
+/** What an attempt made so far, which is what its cleanup has to remove. */
+interface Made {
+  /** The job's image existed already; it is not this attempt's to remove. */
+  reusedImage: boolean;
+  /** When the build started, and the step images it reported. */
+  buildStartedAt: number;
+  steps: StepImage[];
 }
 
 /** Runs one deployment attempt to its end; never rejects. */
@@ -68,23 +95,29 @@ export async function runDeployment(
     clock: io.clock ?? systemClock,
     signal: io.signal,
     names: containerNames(job.serviceId, job.deploymentId),
+    runnerMark: io.runnerMark,
     log: (line, stream = "stdout") => io.log(redact(line), stream),
     logger,
   };
 
   let commitSha: string | null = null;
-  const phase = (next: JobPhase) => {
+  /** Enters `next`; `known` is the commit, once the clone has found it. */
+  const phase = (next: JobPhase, known?: string) => {
+    if (known) commitSha = known;
     logger.info(`Phase ${next}`, { commit: commitSha ?? undefined });
     io.phase(next, commitSha ?? undefined);
   };
+  const made: Made = { reusedImage: false, buildStartedAt: 0, steps: [] };
 
-  let workDir: string | null = null;
   try {
-    workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
-    phase("cloning");
-    commitSha = await clone(ctx, path.join(workDir, "repo"), io.allowFileRepos);
-    phase("building");
-    await build(ctx, path.join(workDir, "repo"));
+    const reusable = await reusableImage(ctx);
+    if (reusable) {
+      made.reusedImage = true;
+      commitSha = reusable.commitSha ?? job.commitSha;
+      ctx.log(`Image ${job.imageTag} exists; skipping the build`);
+    } else {
+      commitSha = await cloneAndBuild(ctx, io, made, phase);
+    }
     phase("starting");
     await startCandidate(ctx);
     phase("health-check");
@@ -92,14 +125,57 @@ export async function runDeployment(
     // It proved the image works; it cannot serve (no port), so free it now.
     await ctx.docker.remove(ctx.names.candidate);
     phase("swapping");
-    await swapIn(ctx);
+    const replaced = await swapIn(ctx);
     logger.info("Deployment running", { commit: commitSha });
-    return { outcome: "running", commitSha };
+    await pruneOldImages(ctx);
+    return { outcome: "running", commitSha, replaced };
   } catch (error) {
-    const ending = await endAttempt(ctx, error);
+    const ending = await endAttempt(ctx, made, error);
     return { ...ending, commitSha, reason: redact(ending.reason) };
+  }
+}
+
+/** The job's image when it exists already and is this service's; else null. */
+async function reusableImage(
+  ctx: AttemptContext,
+): Promise<{ commitSha: string | null } | null> {
+  const image = await ctx.docker.inspectImage(ctx.job.imageTag);
+  if (!image || image.labels[labelKeys.serviceId] !== ctx.job.serviceId) return null;
+  return { commitSha: image.labels[labelKeys.commitSha] ?? null };
+}
+
+/** Clones into a temporary directory and builds the image; returns the commit. */
+async function cloneAndBuild(
+  ctx: AttemptContext,
+  io: DeploymentIO,
+  made: Made,
+  phase: (next: JobPhase, commitSha?: string) => void,
+): Promise<string> {
+  const workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
+  try {
+    phase("cloning");
+    const repoDir = path.join(workDir, "repo");
+    const commitSha = await clone(ctx, repoDir, io.allowFileRepos);
+    phase("building", commitSha);
+    await build(ctx, repoDir, commitSha, made);
+    return commitSha;
   } finally {
-    if (workDir) await rm(workDir, { recursive: true, force: true });
+    await rm(workDir, { recursive: true, force: true });
+  }
+}
+
+/** Keeps the images of the service's last deployments; a failure only costs disk. */
+async function pruneOldImages(ctx: AttemptContext): Promise<void> {
+  const { job, docker, logger } = ctx;
+  try {
+    const removed = await withServiceLock(job.serviceId, () =>
+      keepRecentImages(docker, job.serviceId, logger),
+    );
+    if (removed.length > 0) {
+      ctx.log(`Removed ${removed.length} old image(s) of this service: ${removed.join(", ")}`);
+    }
+  } catch (error) {
+    logger.warn("Could not remove old images", { error: errorMessage(error) });
   }
 }
 
@@ -139,7 +215,12 @@ function within(base: string, relative: string, what: string): string {
   return resolved;
 }
 
-async function build(ctx: AttemptContext, repoDir: string): Promise<void> {
+async function build(
+  ctx: AttemptContext,
+  repoDir: string,
+  commitSha: string,
+  made: Made,
+): Promise<void> {
   const { job } = ctx;
   const contextDir = within(repoDir, job.rootDir, "Root directory");
   const dockerfile = within(contextDir, job.dockerfilePath, "Dockerfile path");
@@ -164,13 +245,18 @@ async function build(ctx: AttemptContext, repoDir: string): Promise<void> {
   );
 
   ctx.log(`Building image ${job.imageTag} from ${shown}`);
+  made.buildStartedAt = Date.now();
   try {
     await ctx.docker.buildImage({
       contextDir,
       dockerfile: path.relative(contextDir, dockerfile).split(path.sep).join("/"),
       tag: job.imageTag,
-      labels: aeroplaneLabels(job.serviceId, job.deploymentId, "candidate"),
+      labels: aeroplaneLabels(job.serviceId, job.deploymentId, "candidate", {
+        runner: ctx.runnerMark,
+        commitSha,
+      }),
       onLine: (line, stream) => ctx.log(line, stream),
+      onStep: (step) => made.steps.push(step),
       signal: limit.signal,
     });
   } catch (error) {
@@ -199,7 +285,9 @@ async function startCandidate(ctx: AttemptContext): Promise<void> {
       name: names.candidate,
       image: job.imageTag,
       env: job.env,
-      labels: aeroplaneLabels(job.serviceId, job.deploymentId, "candidate"),
+      labels: aeroplaneLabels(job.serviceId, job.deploymentId, "candidate", {
+        runner: ctx.runnerMark,
+      }),
     });
   } catch (error) {
     throw new DeployFailure(
@@ -238,7 +326,7 @@ async function checkCandidate(ctx: AttemptContext): Promise<void> {
   }
   // A timeout can also mean the app died just before the deadline.
   const exited = result.outcome === "exited" || !(await isAlive());
-  await logContainerOutput(ctx);
+  await logContainerOutput(ctx, names.candidate);
   if (exited) {
     const state = await docker.inspect(names.candidate);
     const code = state?.exitCode ?? "unknown";
@@ -247,6 +335,7 @@ async function checkCandidate(ctx: AttemptContext): Promise<void> {
   throw new DeployFailure(unhealthyReason(result.last, port, job.healthCheckPath, limit));
 }
 
+/** The health-check timeout ran out: says so, with its length, and what was seen. */
 function unhealthyReason(
   last: ProbeResult | null,
   port: number,
@@ -256,43 +345,42 @@ function unhealthyReason(
   if (last && "status" in last) {
     return (
       `Health check failed: GET ${checkPath} on port ${port} answered HTTP ` +
-      `${last.status} (expected 200–399) for ${limit} s`
+      `${last.status} (expected 200–399) until the ${limit} s health-check timeout`
     );
   }
   const cause = last ? ` (last attempt: ${last.error})` : "";
-  return `The app did not answer HTTP on port ${port} within ${limit} s${cause}`;
-}
-
-/** Puts the candidate's last output lines into the log, to show why it failed. */
-async function logContainerOutput(ctx: AttemptContext): Promise<void> {
-  const lines = await ctx.docker
-    .logsTail(ctx.names.candidate, outputTailLines)
-    .catch(() => []);
-  if (lines.length === 0) {
-    ctx.log(`${ctx.names.candidate} wrote no output`);
-    return;
-  }
-  ctx.log(`Last ${lines.length} lines of output from ${ctx.names.candidate}:`);
-  for (const line of lines) ctx.log(line);
+  return (
+    `Health check timed out after ${limit} s: the app did not answer HTTP on ` +
+    `port ${port}${cause}`
+  );
 }
 
 /**
- * Removes the candidate and the image of this attempt, then writes the last
- * line: the abort notice or the failure reason.
+ * Removes the candidate, the image this attempt built and the step images
+ * of a build it left unfinished, then writes the last line: the abort
+ * notice or the failure reason.
  */
 async function endAttempt(
   ctx: AttemptContext,
+  made: Made,
   error: unknown,
 ): Promise<{ outcome: "failed" | "aborted"; reason: string }> {
   const { docker, names, job } = ctx;
-  // TODO(disk): a classic build that fails or is aborted leaves the steps it
-  // finished as untagged cache images; they carry no labels of ours, and
-  // other builds may share them, so they are left to `docker image prune`.
   const removed: string[] = [];
   try {
     if (await docker.remove(names.candidate))
       removed.push(`container ${names.candidate}`);
-    if (await docker.removeImage(job.imageTag)) removed.push(`image ${job.imageTag}`);
+    // A reused image belongs to the deployment that built it, which went live.
+    if (!made.reusedImage && (await docker.removeImage(job.imageTag))) {
+      removed.push(`image ${job.imageTag}`);
+    }
+    const steps = await removeBuildLeftovers(
+      docker,
+      made.steps,
+      made.buildStartedAt,
+      ctx.logger,
+    );
+    if (steps > 0) removed.push(`${steps} build step image(s)`);
   } catch (cleanupError) {
     ctx.logger.error("Cleaning up the attempt failed", { error: cleanupError });
     ctx.log(`Cleaning up failed: ${errorMessage(cleanupError)}`, "stderr");

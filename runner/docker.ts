@@ -10,25 +10,51 @@ import Docker from "dockerode";
 import { createInterface } from "node:readline";
 import { PassThrough, type Readable } from "node:stream";
 import { packBuildContext } from "./build-context.js";
-import { BuildProgress } from "./build-progress.js";
+import { BuildProgress, type StepImage } from "./build-progress.js";
 import { createLogger, errorMessage } from "./logger.js";
 
 const log = createLogger("runner:docker");
 
 export type ContainerRole = "candidate" | "stable";
 
+/** The label keys the runner sets, and reads back to reconcile and clean up. */
+export const labelKeys = {
+  managed: "aeroplane.managed",
+  serviceId: "aeroplane.service-id",
+  deploymentId: "aeroplane.deployment-id",
+  role: "aeroplane.role",
+  /**
+   * Which runner made it. Several runners (or test suites) may share one
+   * Docker engine; a runner only ever reconciles what carries its own mark.
+   */
+  runner: "aeroplane.runner",
+  /** The commit an image was built from, so a redeploy can report it. */
+  commitSha: "aeroplane.commit-sha",
+} as const;
+
+/** Who made a container or image beyond its deployment: optional extras. */
+export interface LabelExtras {
+  /** The runner's mark (see `labelKeys.runner`). */
+  runner?: string;
+  commitSha?: string;
+}
+
 /** The labels every container and image of a deployment carries. */
 export function aeroplaneLabels(
   serviceId: string,
   deploymentId: string,
   role: ContainerRole,
+  extras: LabelExtras = {},
 ): Record<string, string> {
-  return {
-    "aeroplane.managed": "true",
-    "aeroplane.service-id": serviceId,
-    "aeroplane.deployment-id": deploymentId,
-    "aeroplane.role": role,
+  const labels: Record<string, string> = {
+    [labelKeys.managed]: "true",
+    [labelKeys.serviceId]: serviceId,
+    [labelKeys.deploymentId]: deploymentId,
+    [labelKeys.role]: role,
   };
+  if (extras.runner) labels[labelKeys.runner] = extras.runner;
+  if (extras.commitSha) labels[labelKeys.commitSha] = extras.commitSha;
+  return labels;
 }
 
 export type OutputStream = "stdout" | "stderr";
@@ -41,6 +67,8 @@ export interface BuildOptions {
   labels: Record<string, string>;
   /** Receives Docker's build output, one line at a time. */
   onLine(line: string, stream: OutputStream): void;
+  /** Receives each finished step's image, also when the build fails or aborts. */
+  onStep?(step: StepImage): void;
   signal?: AbortSignal;
 }
 
@@ -51,8 +79,6 @@ export interface ContainerSpec {
   labels: Record<string, string>;
   /** Publish `containerPort` on 0.0.0.0:`hostPort`; omitted = not published. */
   publish?: { hostPort: number; containerPort: number };
-  /** Restart policy `unless-stopped`, for containers that must outlive the runner. */
-  keepRunning?: boolean;
 }
 
 export interface ContainerState {
@@ -60,8 +86,12 @@ export interface ContainerState {
   name: string;
   /** The image reference the container was created from (its tag). */
   image: string;
+  /** The id of that image, `sha256:…`. */
+  imageId: string;
   running: boolean;
   exitCode: number;
+  /** `unless-stopped` once a live container may outlive the runner; else "no". */
+  restartPolicy: string;
   /** Address on the default bridge network; null when not running. */
   ipAddress: string | null;
   labels: Record<string, string>;
@@ -71,6 +101,8 @@ export interface ContainerSummary {
   id: string;
   names: string[];
   image: string;
+  /** The id of the container's image, `sha256:…`. */
+  imageId: string;
   state: string;
   labels: Record<string, string>;
 }
@@ -79,6 +111,13 @@ export interface ImageSummary {
   id: string;
   tags: string[];
   labels: Record<string, string>;
+}
+
+export interface ImageDetails extends ImageSummary {
+  /** When it was built, in ms since the epoch (Docker keeps nanoseconds). */
+  createdAt: number;
+  /** The image it was built on, by the classic builder; null for pulled ones. */
+  parentId: string | null;
 }
 
 /** A build the daemon ran and reported as failed; `message` is Docker's text. */
@@ -99,8 +138,16 @@ export interface DockerClient {
   /** Force-removes a container; absent is fine. True when one was removed. */
   remove(nameOrId: string): Promise<boolean>;
   rename(nameOrId: string, newName: string): Promise<void>;
-  /** Removes an image by tag or id; absent is fine. True when one was removed. */
-  removeImage(tagOrId: string): Promise<boolean>;
+  /** Lets a container outlive the runner and reboots: restart `unless-stopped`. */
+  keepRunning(nameOrId: string): Promise<void>;
+  /** null when there is no such image. */
+  inspectImage(tagOrId: string): Promise<ImageDetails | null>;
+  /**
+   * Removes an image by tag or id (a tag of an image with several only loses
+   * that tag); absent is fine. True when one was removed. Docker also deletes
+   * the untagged parents nothing else needs unless `prune` is false.
+   */
+  removeImage(tagOrId: string, options?: { prune?: boolean }): Promise<boolean>;
   /** Every container (running or not) carrying all of `labels`. */
   listContainers(labels: Record<string, string>): Promise<ContainerSummary[]>;
   listImages(labels: Record<string, string>): Promise<ImageSummary[]>;
@@ -123,6 +170,18 @@ export interface LogLine {
   stream: "stdout" | "stderr";
   /** When Docker received it, ISO 8601. */
   at: string;
+}
+
+/** A Docker API call failed; `status` is its HTTP status (409: a conflict). */
+export class DockerError extends Error {
+  override name = "DockerError";
+
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+  ) {
+    super(message);
+  }
 }
 
 /** The HTTP status of a dockerode error, if it carries one. */
@@ -161,7 +220,8 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       await action();
       return true;
     } catch (error) {
-      if (!statuses.includes(statusOf(error) ?? 0)) throw new Error(dockerMessage(error));
+      const status = statusOf(error);
+      if (!statuses.includes(status ?? 0)) throw new DockerError(dockerMessage(error), status);
       return false;
     }
   }
@@ -198,7 +258,6 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
                   ],
                 }
               : undefined,
-            RestartPolicy: spec.keepRunning ? { Name: "unless-stopped" } : undefined,
           },
         })
         .catch((error) => {
@@ -238,8 +297,10 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
         id: info.Id,
         name: info.Name.replace(/^\//, ""),
         image: info.Config.Image,
+        imageId: info.Image,
         running: info.State.Running,
         exitCode: info.State.ExitCode,
+        restartPolicy: info.HostConfig.RestartPolicy?.Name || "no",
         ipAddress: info.State.Running ? ipAddress : null,
         labels: info.Config.Labels ?? {},
       };
@@ -266,9 +327,33 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       await ignoring([], () => docker.getContainer(nameOrId).rename({ name: newName }));
     },
 
-    async removeImage(tagOrId) {
+    async keepRunning(nameOrId) {
+      log.debug("Setting restart policy unless-stopped…", { name: nameOrId });
+      await ignoring([], () =>
+        docker.getContainer(nameOrId).update({ RestartPolicy: { Name: "unless-stopped" } }),
+      );
+    },
+
+    async inspectImage(tagOrId) {
+      let info: Docker.ImageInspectInfo;
+      try {
+        info = await docker.getImage(tagOrId).inspect();
+      } catch (error) {
+        if (statusOf(error) === 404) return null;
+        throw new Error(dockerMessage(error));
+      }
+      return {
+        id: info.Id,
+        tags: (info.RepoTags ?? []).filter((tag) => tag !== "<none>:<none>"),
+        labels: info.Config?.Labels ?? {},
+        createdAt: Date.parse(info.Created),
+        parentId: info.Parent || null,
+      };
+    },
+
+    async removeImage(tagOrId, { prune = true } = {}) {
       log.debug("Removing image…", { image: tagOrId });
-      return ignoring([404], () => docker.getImage(tagOrId).remove());
+      return ignoring([404], () => docker.getImage(tagOrId).remove({ noprune: !prune }));
     },
 
     async listContainers(labels) {
@@ -280,6 +365,7 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
         id: item.Id,
         names: item.Names.map((name) => name.replace(/^\//, "")),
         image: item.Image,
+        imageId: item.ImageID,
         state: item.State,
         labels: item.Labels ?? {},
       }));
@@ -409,12 +495,13 @@ async function buildImage(docker: Docker, options: BuildOptions): Promise<void> 
   const onAbort = () => response.destroy(signal?.reason as Error);
   signal?.addEventListener("abort", onAbort, { once: true });
 
-  const progress = new BuildProgress(options.onLine);
+  const progress = new BuildProgress(options.onLine, options.onStep);
   response.setEncoding("utf8");
 
   try {
     for await (const chunk of response) progress.push(chunk as string);
   } catch (error) {
+    progress.abandon();
     signal?.throwIfAborted();
     throw new Error(
       `Lost the connection to Docker during the build: ${errorMessage(error)}`,
@@ -422,8 +509,8 @@ async function buildImage(docker: Docker, options: BuildOptions): Promise<void> 
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
-  signal?.throwIfAborted();
   const failure = progress.end();
+  signal?.throwIfAborted();
   if (failure !== null) throw new BuildFailedError(failure);
   log.info("Built image", { tag: options.tag });
 }

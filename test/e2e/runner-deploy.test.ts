@@ -3,128 +3,21 @@
  * real repositories over git://. Each test has its own repository, service id
  * and host port, so the tests run concurrently and files run in parallel.
  */
-import { randomBytes } from "node:crypto";
 import net from "node:net";
-import Docker from "dockerode";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Job, JobPhase } from "../../schema/protocol.js";
-import { runDeployment, type DeploymentResult } from "../../runner/deploy.js";
-import { createDockerClient } from "../../runner/docker.js";
-import { freePort } from "../../scripts/local-control-plane.js";
-import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures.js";
-import { servedRepository, type ServedRepository } from "./support/git-server.js";
+import { describe, expect, it } from "vitest";
+import { settleSwap } from "../../runner/settle.js";
+import {
+  app,
+  client,
+  deploy,
+  docker,
+  imageExists,
+  newService,
+  text,
+  useRunnerFixtures,
+} from "./support/runner-fixtures.js";
 
-const docker = new Docker();
-const client = createDockerClient();
-const serviceIds: string[] = [];
-const repos: ServedRepository[] = [];
-
-beforeAll(async () => {
-  await ensureBaseImage();
-});
-
-afterAll(async () => {
-  await Promise.all(repos.map((repo) => repo.stop()));
-  await removeServices(serviceIds);
-});
-
-/** An app that answers every request with `reply`; its build has a RUN step. */
-function app(reply: string, { run = "", cmd = "" } = {}): Record<string, string> {
-  return {
-    Dockerfile: [
-      `FROM ${baseImage}`,
-      "WORKDIR /app",
-      "COPY server.js .",
-      run || `RUN ["node", "-e", "console.log('build marker for ${reply}')"]`,
-      cmd || 'CMD ["node", "server.js"]',
-    ].join("\n"),
-    "server.js": `require("http")
-      .createServer((request, response) => response.end(${JSON.stringify(reply)}))
-      .listen(3000, () => console.log("listening on 3000"));`,
-  };
-}
-
-const randomId = (prefix: string) => `${prefix}_${randomBytes(8).toString("hex")}`;
-
-/** A service of its own: repository, id, host port, and a job factory. */
-async function newService() {
-  const repo = await servedRepository();
-  repos.push(repo);
-  const serviceId = randomId("svc");
-  serviceIds.push(serviceId);
-  const hostPort = await freePort();
-
-  const job = (overrides: Partial<Job> = {}): Job => {
-    const deploymentId = randomId("dep");
-    return {
-      deploymentId,
-      leaseId: randomId("lse"),
-      serviceId,
-      repoUrl: repo.url,
-      branch: "main",
-      commitSha: null,
-      rootDir: ".",
-      dockerfilePath: "Dockerfile",
-      internalPort: 3000,
-      hostPort,
-      healthCheckPath: "/",
-      env: {},
-      imageTag: `aeroplane-${serviceId}-${deploymentId}`,
-      containerName: `aeroplane-${serviceId}-stable`,
-      buildTimeoutMs: 120_000,
-      healthCheckTimeoutMs: 15_000,
-      ...overrides,
-    };
-  };
-
-  const answer = async () => {
-    const response = await fetch(`http://127.0.0.1:${hostPort}/`);
-    return response.text();
-  };
-
-  const containers = () =>
-    docker.listContainers({
-      all: true,
-      filters: { label: [`aeroplane.service-id=${serviceId}`] },
-    });
-
-  return { repo, serviceId, hostPort, job, answer, containers };
-}
-
-interface Run {
-  result: DeploymentResult;
-  lines: { line: string; stream: "stdout" | "stderr" }[];
-  phases: { phase: JobPhase; commitSha?: string }[];
-}
-
-/** Runs one deployment, collecting its log and phases. */
-async function deploy(
-  job: Job,
-  options: { signal?: AbortSignal; onLine?: (line: string) => void } = {},
-): Promise<Run> {
-  const lines: Run["lines"] = [];
-  const phases: Run["phases"] = [];
-  const result = await runDeployment(job, {
-    docker: client,
-    signal: options.signal ?? new AbortController().signal,
-    log: (line, stream) => {
-      lines.push({ line, stream });
-      options.onLine?.(line);
-    },
-    phase: (phase, commitSha) => phases.push({ phase, commitSha }),
-  });
-  return { result, lines, phases };
-}
-
-const text = (run: Run) => run.lines.map((entry) => entry.line);
-
-async function imageExists(tag: string): Promise<boolean> {
-  return docker
-    .getImage(tag)
-    .inspect()
-    .then(() => true)
-    .catch(() => false);
-}
+useRunnerFixtures();
 
 describe.concurrent("runDeployment", () => {
   it("deploys the branch head: the app answers on hostPort, one labelled container remains", async () => {
@@ -134,7 +27,7 @@ describe.concurrent("runDeployment", () => {
 
     const run = await deploy(job);
 
-    expect(run.result).toEqual({ outcome: "running", commitSha: sha });
+    expect(run.result).toEqual({ outcome: "running", commitSha: sha, replaced: null });
     expect(await service.answer()).toBe("v1");
     expect(text(run)).toContain("build marker for v1");
     expect(text(run)[0]).toBe(`Cloning ${service.repo.url} at main`);
@@ -167,27 +60,40 @@ describe.concurrent("runDeployment", () => {
     expect(image.Config.Labels).toMatchObject({
       "aeroplane.managed": "true",
       "aeroplane.deployment-id": job.deploymentId,
+      "aeroplane.commit-sha": sha,
     });
   });
 
-  it("deploys an exact commit, then a newer one replaces it and its image", async () => {
+  it("deploys an exact commit, then a newer one replaces it, parked until settled", async () => {
     const service = await newService();
     const first = await service.repo.commit(app("v1"), "first version");
     await service.repo.commit(app("v2"), "second version");
 
     const pinned = service.job({ commitSha: first });
     const run = await deploy(pinned);
-    expect(run.result).toEqual({ outcome: "running", commitSha: first });
+    expect(run.result).toEqual({ outcome: "running", commitSha: first, replaced: null });
     expect(await service.answer()).toBe("v1");
 
-    const head = await deploy(service.job());
-    expect(head.result).toEqual({ outcome: "running", commitSha: service.repo.head });
+    const headJob = service.job();
+    const head = await deploy(headJob);
+    expect(head.result).toEqual({
+      outcome: "running",
+      commitSha: service.repo.head,
+      replaced: { deploymentId: pinned.deploymentId, image: pinned.imageTag },
+    });
     expect(await service.answer()).toBe("v2");
-    const containers = await service.containers();
-    expect(containers.map((container) => container.Names[0])).toEqual([
+    // The replaced one waits, stopped, until the control plane records v2.
+    const names = async () =>
+      (await service.containers()).map((container) => container.Names[0]).sort();
+    expect(await names()).toEqual([
+      `/aeroplane-${service.serviceId}-previous`,
       `/aeroplane-${service.serviceId}-stable`,
     ]);
-    expect(await imageExists(pinned.imageTag)).toBe(false);
+
+    await settleSwap({ docker: client, job: headJob, replaced: head.result.replaced! }, true);
+    expect(await names()).toEqual([`/aeroplane-${service.serviceId}-stable`]);
+    // Its image stays for a rollback or redeploy.
+    expect(await imageExists(pinned.imageTag)).toBe(true);
   });
 
   it("fails a build with Docker's error as the last line, and the previous one keeps serving", async () => {
@@ -195,7 +101,12 @@ describe.concurrent("runDeployment", () => {
     await service.repo.commit(app("v1"), "first version");
     expect((await deploy(service.job())).result.outcome).toBe("running");
 
-    const failing = `RUN ["node", "-e", "console.error('boom in build'); process.exit(3)"]`;
+    // A step of its own (no cache can answer it) before the failing one.
+    const marker = `step of ${service.serviceId}`;
+    const failing = [
+      `RUN ["node", "-e", "console.log('${marker}')"]`,
+      `RUN ["node", "-e", "console.error('boom in build'); process.exit(3)"]`,
+    ].join("\n");
     await service.repo.commit(app("v2", { run: failing }), "broken build");
     const job = service.job();
     const run = await deploy(job);
@@ -209,6 +120,15 @@ describe.concurrent("runDeployment", () => {
     expect(await service.answer()).toBe("v1");
     expect((await service.containers()).length).toBe(1);
     expect(await imageExists(job.imageTag)).toBe(false);
+
+    // The image the finished step left as cache went with the attempt.
+    const lines = text(run);
+    const stepImage = lines
+      .slice(lines.indexOf(marker))
+      .map((line) => /^ ---> ([0-9a-f]{12})$/.exec(line)?.[1])
+      .find(Boolean);
+    expect(stepImage).toBeDefined();
+    expect(await imageExists(stepImage!)).toBe(false);
   });
 
   it("fails an app that never answers HTTP, naming the port and the time allowed", async () => {
@@ -221,7 +141,9 @@ describe.concurrent("runDeployment", () => {
 
     expect(run.result.outcome).toBe("failed");
     expect(run.lines.at(-1)).toEqual({
-      line: expect.stringMatching(/^The app did not answer HTTP on port 3000 within 3 s/),
+      line: expect.stringMatching(
+        /^Health check timed out after 3 s: the app did not answer HTTP on port 3000/,
+      ),
       stream: "stderr",
     });
     expect(text(run)).toContain("up but silent");

@@ -1,0 +1,213 @@
+/**
+ * The runner's deployment lifecycle against the real Docker engine: abort in
+ * each phase the runner owns, the build and health-check timeouts, redeploys
+ * that reuse an image, and image retention.
+ */
+import net from "node:net";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { aeroplaneLabels } from "../../runner/docker.js";
+import { settleSwap } from "../../runner/settle.js";
+import {
+  app,
+  client,
+  deploy,
+  imageExists,
+  leftovers,
+  newService,
+  randomId,
+  text,
+  useRunnerFixtures,
+  type TestService,
+} from "./support/runner-fixtures.js";
+
+useRunnerFixtures();
+
+/** A git:// server that accepts connections and never says a word. */
+async function silentGitServer() {
+  const sockets = new Set<net.Socket>();
+  let closed = 0;
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    // Reading is what lets the socket see the other end go away.
+    socket.resume();
+    socket.on("close", () => (closed += 1));
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `git://127.0.0.1:${port}/app`,
+    connections: () => sockets.size,
+    closed: () => closed,
+    stop: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Deploys `reply` as the service's live version and settles it. */
+async function goLive(service: TestService, reply: string) {
+  const sha = await service.repo.commit(app(reply), `version ${reply}`);
+  const job = service.job();
+  const run = await deploy(job);
+  expect(run.result.outcome).toBe("running");
+  await settleSwap({ docker: client, job, replaced: run.result.replaced ?? null }, true);
+  return { job, sha };
+}
+
+/** Aborts `controller` `delayMs` after the first log line that `matches`. */
+function abortAfter(controller: AbortController, matches: RegExp, delayMs: number) {
+  const at = { time: 0 };
+  return {
+    at,
+    onLine: (line: string) => {
+      if (at.time !== 0 || !matches.test(line)) return;
+      at.time = Date.now() + delayMs;
+      setTimeout(() => controller.abort(), delayMs);
+    },
+  };
+}
+
+describe.concurrent("the deployment lifecycle", () => {
+  it("aborts during the clone within seconds: git is stopped, the live version keeps serving", async () => {
+    const service = await newService();
+    await goLive(service, "v1");
+    const git = await silentGitServer();
+    try {
+      const job = service.job({ repoUrl: git.url });
+      const controller = new AbortController();
+      const abort = abortAfter(controller, /^Cloning /, 500);
+
+      const run = await deploy(job, { signal: controller.signal, onLine: abort.onLine });
+
+      expect(git.connections()).toBe(1);
+      expect(run.result.outcome).toBe("aborted");
+      expect(Date.now() - abort.at.time).toBeLessThan(10_000);
+      expect(run.phases.map((p) => p.phase)).toEqual(["cloning"]);
+      expect(run.lines.at(-1)?.line).toBe(
+        "Deployment aborted; removed nothing (none was made yet)",
+      );
+      // git's connection went with it: the process was killed, not orphaned.
+      await expect.poll(() => git.closed(), { timeout: 5_000 }).toBe(1);
+      expect(await leftovers(job.deploymentId)).toEqual([]);
+      expect(await service.answer()).toBe("v1");
+      expect((await service.containers()).length).toBe(1);
+    } finally {
+      git.stop();
+    }
+  });
+
+  it("aborts during the health check within seconds, removing the candidate and its image", async () => {
+    const service = await newService();
+    await goLive(service, "v1");
+    const silent = `CMD ["node", "-e", "console.log('up but silent'); setInterval(() => {}, 1000)"]`;
+    await service.repo.commit(app("v2", { cmd: silent }), "silent app");
+    const job = service.job({ healthCheckTimeoutMs: 60_000 });
+    const controller = new AbortController();
+    const abort = abortAfter(controller, /^Health check: /, 1_000);
+
+    const run = await deploy(job, { signal: controller.signal, onLine: abort.onLine });
+
+    expect(run.result.outcome).toBe("aborted");
+    expect(Date.now() - abort.at.time).toBeLessThan(10_000);
+    expect(run.phases.at(-1)?.phase).toBe("health-check");
+    expect(run.lines.at(-1)?.line).toBe(
+      `Deployment aborted; removed container aeroplane-${service.serviceId}-` +
+        `${job.deploymentId} and image ${job.imageTag}`,
+    );
+    expect(await leftovers(job.deploymentId)).toEqual([]);
+    expect(await service.answer()).toBe("v1");
+    expect((await service.containers()).length).toBe(1);
+  });
+
+  it("fails a build that outlasts the build timeout, naming the timeout and its length", async () => {
+    const service = await newService();
+    await goLive(service, "v1");
+    const slow = `RUN ["node", "-e", "console.log('slow step started'); setTimeout(() => {}, 120000)"]`;
+    await service.repo.commit(app("v2", { run: slow }), "slow build");
+    const job = service.job({ buildTimeoutMs: 2_500 });
+
+    const started = Date.now();
+    const run = await deploy(job);
+
+    expect(run.result.outcome).toBe("failed");
+    expect(run.lines.at(-1)).toEqual({ line: "Build timed out after 2.5 s", stream: "stderr" });
+    expect(run.result.reason).toBe("Build timed out after 2.5 s");
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(await leftovers(job.deploymentId)).toEqual([]);
+    expect(await service.answer()).toBe("v1");
+  });
+
+  it("redeploys an existing image without cloning or building; a failed redeploy keeps it", async () => {
+    const service = await newService();
+    const { job: original, sha: v1 } = await goLive(service, "v1");
+    // The branch moves on; a redeploy must still run v1's image.
+    await service.repo.commit(app("v2"), "second version");
+
+    const redeploy = service.job({ imageTag: original.imageTag, commitSha: null });
+    const run = await deploy(redeploy);
+
+    expect(run.result).toMatchObject({ outcome: "running", commitSha: v1 });
+    expect(text(run)[0]).toBe(`Image ${original.imageTag} exists; skipping the build`);
+    expect(text(run).some((line) => line.startsWith("Cloning"))).toBe(false);
+    expect(run.phases.map((p) => p.phase)).toEqual(["starting", "health-check", "swapping"]);
+    expect(run.phases[0].commitSha).toBe(v1);
+    expect(await service.answer()).toBe("v1");
+    await settleSwap({ docker: client, job: redeploy, replaced: run.result.replaced! }, true);
+
+    // A redeploy that fails (nothing answers on port 3001) leaves the image.
+    const failing = service.job({
+      imageTag: original.imageTag,
+      internalPort: 3001,
+      healthCheckTimeoutMs: 1_500,
+    });
+    const failed = await deploy(failing);
+    expect(failed.result.outcome).toBe("failed");
+    expect(failed.result.reason).toMatch(
+      /^Health check timed out after 1.5 s: the app did not answer HTTP on port 3001/,
+    );
+    expect(await leftovers(failing.deploymentId)).toEqual([]);
+    expect(await imageExists(original.imageTag)).toBe(true);
+    expect(await service.answer()).toBe("v1");
+  });
+
+  it("keeps the images of the last 5 deployments, counting the live one however old", async () => {
+    const service = await newService();
+    // Six images of earlier deployments, oldest first.
+    const tags: string[] = [];
+    const dir = await mkdtemp(path.join(tmpdir(), "aeroplane-images-"));
+    try {
+      for (let i = 0; i < 6; i++) {
+        const deploymentId = randomId("dep");
+        const tag = `aeroplane-${service.serviceId}-${deploymentId}`;
+        for (const [name, content] of Object.entries(app(`image ${i}`))) {
+          await writeFile(path.join(dir, name), content);
+        }
+        await client.buildImage({
+          contextDir: dir,
+          dockerfile: "Dockerfile",
+          tag,
+          labels: aeroplaneLabels(service.serviceId, deploymentId, "candidate"),
+          onLine: () => undefined,
+        });
+        tags.push(tag);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+
+    // Rolling back to the oldest makes it live: it stays, the next oldest goes.
+    const rollback = service.job({ imageTag: tags[0] });
+    const run = await deploy(rollback);
+
+    expect(run.result.outcome).toBe("running");
+    expect(await service.answer()).toBe("image 0");
+    expect(text(run)).toContain(`Removed 1 old image(s) of this service: ${tags[1]}:latest`);
+    const kept = await Promise.all(tags.map(imageExists));
+    expect(kept).toEqual([true, false, true, true, true, true]);
+  });
+});
