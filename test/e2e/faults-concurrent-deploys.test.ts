@@ -95,12 +95,15 @@ async function raceDeploys(count: number, reply: string): Promise<Deployment[]> 
 
 /** The checks every race must pass, from the watch and from the records. */
 function expectOneBuildAtATime(watch: StatusWatch, all: Deployment[]) {
-  expect(watch.errors).toEqual([]);
-  expect(watch.doubleBuilds).toEqual([]);
-  expect(watch.flips()).toEqual([]);
-  expect(maxOverlap(watch.certainBuildingIntervals())).toBeLessThanOrEqual(1);
+  expect.soft(watch.errors).toEqual([]);
+  expect.soft(watch.doubleBuilds).toEqual([]);
+  expect.soft(watch.flips()).toEqual([]);
+  const certain = watch.certainBuildingIntervals();
+  expect.soft(maxOverlap(certain)).toBeLessThanOrEqual(1);
+  // Builds take 2 s and the polls come every 50 ms: each one was seen.
+  expect.soft(certain).toHaveLength(all.filter((d) => d.startedAt !== null).length);
   const intervals = recordedIntervals(all);
-  expect(
+  expect.soft(
     maxOverlap(intervals),
     `recorded [startedAt, finishedAt]: ${JSON.stringify(
       all.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
