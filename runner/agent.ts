@@ -6,6 +6,10 @@
  * `disconnected()`; everything else happens here, so tests can drive the
  * protocol frame by frame. Jobs keep running while disconnected; their lines
  * wait in the outbox and go out after the next `welcome`.
+ *
+ * A job that went live leaves its swap half settled (the replaced container
+ * parked) until the control plane answers its result: recorded, the parked
+ * container goes; refused, the swap is undone (settle.ts).
  */
 import {
   PROTOCOL_VERSION,
@@ -17,7 +21,10 @@ import { runDeployment, type DeploymentIO, type DeploymentResult } from "./deplo
 import type { DockerClient } from "./docker.js";
 import { createLogger, errorMessage } from "./logger.js";
 import { maxLinesPerFrame, Outbox, type LeaseRef } from "./outbox.js";
+import { listInventory, removeOrphans, type HeldWork } from "./reconcile.js";
 import { RuntimeLogs } from "./runtime-logs.js";
+import { settleSwap } from "./settle.js";
+import type { ReplacedDeployment } from "./swap.js";
 
 const log = createLogger("runner:agent");
 
@@ -37,7 +44,16 @@ export interface AgentOptions {
   runJob?: RunJob;
   /** How long a log line may wait to be batched with others. */
   flushIntervalMs?: number;
+  /**
+   * This runner's mark on what it creates (reconcile.ts). Without it the
+   * runner reports no inventory and removes no orphans: it could not tell
+   * its own leftovers from another runner's work on the same engine.
+   */
+  runnerMark?: string;
 }
+
+/** How long `hello` waits for Docker to list the inventory. */
+const inventoryTimeoutMs = 5_000;
 
 interface HeldJob {
   job: Job;
@@ -46,11 +62,19 @@ interface HeldJob {
   controller: AbortController;
 }
 
+/** A job that went live, waiting for the control plane to answer its result. */
+interface UnsettledSwap {
+  job: Job;
+  replaced: ReplacedDeployment | null;
+}
+
 export class Agent {
-  readonly #options: Required<AgentOptions>;
+  readonly #options: Required<Omit<AgentOptions, "runnerMark">> & AgentOptions;
   readonly #jobs = new Map<string, HeldJob>();
+  /** By lease id. */
+  readonly #swaps = new Map<string, UnsettledSwap>();
   readonly #outbox = new Outbox();
-  /** Every job still working, forgotten ones included, for shutdown. */
+  /** Every job (forgotten ones included) and settle still working, for shutdown. */
   readonly #working = new Set<Promise<void>>();
   /** Set while a connection is open. */
   #send: Send | null = null;
@@ -87,20 +111,50 @@ export class Agent {
     return problem;
   }
 
-  /** A connection opened: introduce the runner and the leases it holds. */
+  /**
+   * A connection opened: introduce the runner, the leases it holds and the
+   * deployments its Docker holds anything of.
+   */
   connected(send: Send): void {
     this.#send = send;
     this.#welcomed = false;
     this.#outbox.rewind();
-    const { capacity, version } = this.#options;
-    send({
-      type: "hello",
-      protocol: PROTOCOL_VERSION,
-      version,
-      capacity,
-      leases: this.#held(),
-      inventory: [],
+    void this.#inventory().then((inventory) => {
+      // The connection may have gone (or been replaced) meanwhile.
+      if (this.#send !== send) return;
+      const { capacity, version } = this.#options;
+      send({
+        type: "hello",
+        protocol: PROTOCOL_VERSION,
+        version,
+        capacity,
+        leases: this.#held(),
+        inventory,
+      });
     });
+  }
+
+  /** Deployment ids Docker holds of ours; none when Docker does not answer in time. */
+  async #inventory(): Promise<string[]> {
+    const mark = this.#options.runnerMark;
+    if (!mark) return [];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Docker did not answer within ${inventoryTimeoutMs} ms`)),
+        inventoryTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([listInventory(this.#options.docker, mark), timeout]);
+    } catch (error) {
+      log.warn("Could not list what Docker holds; reporting no inventory", {
+        error: errorMessage(error),
+      });
+      return [];
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The connection is gone; jobs carry on and their output waits. */
@@ -178,10 +232,34 @@ export class Agent {
   }
 
   #welcome(frame: Extract<WorkerFrame, { type: "welcome" }>): void {
-    for (const leaseId of frame.unknownLeaseIds) this.#forget(leaseId);
+    const orphans = new Set(frame.orphanDeploymentIds);
+    const settling: Promise<void>[] = [];
+    for (const leaseId of frame.unknownLeaseIds) {
+      const swap = this.#swaps.get(leaseId);
+      if (swap) {
+        // The control plane dropped the lease of a job that went live: it
+        // recorded the result and the ack was lost, or the lease lapsed
+        // first. The orphan list, from this hello's inventory, tells which.
+        const { deploymentId } = swap.job;
+        const lapsed = orphans.has(deploymentId);
+        orphans.delete(deploymentId);
+        settling.push(this.#settle(leaseId, !lapsed));
+      }
+      this.#forget(leaseId);
+    }
     this.#welcomed = true;
     log.info("Welcomed by the control plane", { runner: frame.runnerId });
     this.#flush();
+
+    const mark = this.#options.runnerMark;
+    if (mark && orphans.size > 0) {
+      const work = Promise.all(settling)
+        .then(() =>
+          removeOrphans(this.#options.docker, mark, [...orphans], () => this.#heldWork()),
+        )
+        .finally(() => this.#working.delete(work));
+      this.#working.add(work);
+    }
 
     clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
@@ -195,6 +273,7 @@ export class Agent {
     const held = this.#jobs.get(leaseId);
     this.#jobs.delete(leaseId);
     this.#outbox.forget(leaseId);
+    this.#swaps.delete(leaseId);
     if (held?.state === "running") {
       log.warn("The control plane no longer knows this job; aborting it", {
         deployment: held.job.deploymentId,
@@ -258,6 +337,7 @@ export class Agent {
       result = await this.#options.runJob(job, {
         docker: this.#options.docker,
         allowFileRepos: this.#options.allowFileRepos,
+        runnerMark: this.#options.runnerMark,
         signal: held.controller.signal,
         log: (line, stream) => {
           if (!current()) return;
@@ -284,9 +364,23 @@ export class Agent {
       deployment: job.deploymentId,
       reason: result.reason,
     });
-    if (!current()) return;
+    const swap = { job, replaced: result.replaced ?? null };
+    if (!current()) {
+      // The lease was dropped while the swap finished: the deployment failed
+      // (lease lost) with no result recorded, so nothing may stay live.
+      if (result.outcome === "running") {
+        this.#swaps.set(job.leaseId, swap);
+        void this.#settle(job.leaseId, false);
+      }
+      return;
+    }
     this.#jobs.delete(job.leaseId);
-    this.#outbox.finish(job.leaseId, result);
+    if (result.outcome === "running") this.#swaps.set(job.leaseId, swap);
+    this.#outbox.finish(job.leaseId, {
+      outcome: result.outcome,
+      commitSha: result.commitSha,
+      reason: result.reason,
+    });
     this.#flush();
   }
 
@@ -305,15 +399,45 @@ export class Agent {
   }
 
   #resultAcked(frame: Extract<WorkerFrame, { type: "job.result.ack" }>): void {
-    const result = this.#outbox.ackResult(frame.leaseId);
-    if (result && !frame.accepted && result.outcome === "running") {
-      // TODO(rollback): the deployment ended (aborted, lease lost) while its
-      // container went live; stop it and restore the previous one.
-      log.warn("The control plane refused a live result; the container keeps running", {
-        deployment: frame.deploymentId,
+    this.#outbox.ackResult(frame.leaseId);
+    void this.#settle(frame.leaseId, frame.accepted);
+    this.#forgetIfSettled(frame.leaseId);
+  }
+
+  /**
+   * Finishes (`accepted`) or undoes the swap of a job that went live, if it
+   * left one; shutdown waits for it.
+   */
+  #settle(leaseId: string, accepted: boolean): Promise<void> {
+    const swap = this.#swaps.get(leaseId);
+    if (!swap) return Promise.resolve();
+    this.#swaps.delete(leaseId);
+    if (!accepted) {
+      log.warn("The control plane refused a live result; rolling the swap back", {
+        deployment: swap.job.deploymentId,
       });
     }
-    this.#forgetIfSettled(frame.leaseId);
+    const work = settleSwap(
+      {
+        docker: this.#options.docker,
+        job: swap.job,
+        replaced: swap.replaced,
+        runnerMark: this.#options.runnerMark,
+      },
+      accepted,
+    ).finally(() => this.#working.delete(work));
+    this.#working.add(work);
+    return work;
+  }
+
+  /** What orphan removal must leave alone. */
+  #heldWork(): HeldWork {
+    const work: HeldWork = { deploymentIds: new Set(), imageTags: new Set() };
+    for (const { job } of [...this.#jobs.values(), ...this.#swaps.values()]) {
+      work.deploymentIds.add(job.deploymentId);
+      work.imageTags.add(job.imageTag);
+    }
+    return work;
   }
 
   #forgetIfSettled(leaseId: string): void {

@@ -12,6 +12,7 @@ import { Agent } from "./agent.js";
 import { ControlConnection } from "./connection.js";
 import { createDockerClient } from "./docker.js";
 import { createLogger, errorMessage } from "./logger.js";
+import { reconcileAtStartup, runnerMarkOf } from "./reconcile.js";
 
 const log = createLogger("runner:main");
 
@@ -92,18 +93,24 @@ export interface RunningRunner {
 /** Starts a runner: checks Docker, then connects (and keeps reconnecting). */
 export async function startRunner(settings: RunnerSettings): Promise<RunningRunner> {
   const docker = createDockerClient({ socketPath: settings.dockerSocket });
+  const runnerMark = runnerMarkOf(settings.token);
   const agent = new Agent({
     capacity: settings.capacity,
     version: packageVersion(),
     docker,
     allowFileRepos: settings.allowFileRepos,
+    runnerMark,
   });
   // Unreachable Docker is logged with a fix; the runner still connects and
   // turns offers down with the same reason until Docker answers.
-  // TODO(cleanup): a runner killed mid-deployment leaves that attempt's
-  // candidate container and image behind; sweep them here once a host can be
-  // known to run a single runner (another one's live attempt looks the same).
-  await agent.checkDocker();
+  if ((await agent.checkDocker()) === null) {
+    // No job runs yet, so whatever a killed predecessor left mid-deployment
+    // is debris; images of deployments that never went live are named by
+    // the control plane after `hello`.
+    await reconcileAtStartup(docker, runnerMark).catch((error: unknown) =>
+      log.error("Reconciling Docker at startup failed", { error: errorMessage(error) }),
+    );
+  }
 
   const connection = new ControlConnection({
     url: settings.url,

@@ -73,7 +73,9 @@ function abortAfter(controller: AbortController, matches: RegExp, delayMs: numbe
 }
 
 describe.concurrent("the deployment lifecycle", () => {
-  it("aborts during the clone within seconds: git is stopped, the live version keeps serving", async () => {
+  it("aborts during the clone within seconds: git is stopped, the live version keeps serving", async ({
+    expect,
+  }) => {
     const service = await newService();
     await goLive(service, "v1");
     const git = await silentGitServer();
@@ -135,7 +137,10 @@ describe.concurrent("the deployment lifecycle", () => {
     const run = await deploy(job);
 
     expect(run.result.outcome).toBe("failed");
-    expect(run.lines.at(-1)).toEqual({ line: "Build timed out after 2.5 s", stream: "stderr" });
+    expect(run.lines.at(-1)).toEqual({
+      line: "Build timed out after 2.5 s",
+      stream: "stderr",
+    });
     expect(run.result.reason).toBe("Build timed out after 2.5 s");
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(await leftovers(job.deploymentId)).toEqual([]);
@@ -154,10 +159,17 @@ describe.concurrent("the deployment lifecycle", () => {
     expect(run.result).toMatchObject({ outcome: "running", commitSha: v1 });
     expect(text(run)[0]).toBe(`Image ${original.imageTag} exists; skipping the build`);
     expect(text(run).some((line) => line.startsWith("Cloning"))).toBe(false);
-    expect(run.phases.map((p) => p.phase)).toEqual(["starting", "health-check", "swapping"]);
+    expect(run.phases.map((p) => p.phase)).toEqual([
+      "starting",
+      "health-check",
+      "swapping",
+    ]);
     expect(run.phases[0].commitSha).toBe(v1);
     expect(await service.answer()).toBe("v1");
-    await settleSwap({ docker: client, job: redeploy, replaced: run.result.replaced! }, true);
+    await settleSwap(
+      { docker: client, job: redeploy, replaced: run.result.replaced! },
+      true,
+    );
 
     // A redeploy that fails (nothing answers on port 3001) leaves the image.
     const failing = service.job({
@@ -206,7 +218,9 @@ describe.concurrent("the deployment lifecycle", () => {
 
     expect(run.result.outcome).toBe("running");
     expect(await service.answer()).toBe("image 0");
-    expect(text(run)).toContain(`Removed 1 old image(s) of this service: ${tags[1]}:latest`);
+    expect(text(run)).toContain(
+      `Removed 1 old image(s) of this service: ${tags[1]}:latest`,
+    );
     const kept = await Promise.all(tags.map(imageExists));
     expect(kept).toEqual([true, false, true, true, true, true]);
   });

@@ -6,18 +6,9 @@
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import type { AddressInfo } from "node:net";
 import Docker from "dockerode";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { WebSocketServer, type WebSocket } from "ws";
-import {
-  PROTOCOL_VERSION,
-  parseFrame,
-  runnerFrame,
-  type Job,
-  type RunnerFrame,
-  type WorkerFrame,
-} from "../../schema/protocol.js";
+import { PROTOCOL_VERSION, type Job, type RunnerFrame } from "../../schema/protocol.js";
 import { Agent, type RunJob } from "../../runner/agent.js";
 import {
   backoffDelay,
@@ -29,6 +20,7 @@ import { parseRunnerArgs } from "../../runner/main.js";
 import { Outbox } from "../../runner/outbox.js";
 import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures.js";
 import { servedRepository } from "./support/git-server.js";
+import { ScriptedControlPlane } from "./support/scripted-control-plane.js";
 
 const at = new Date("2026-06-10T08:45:00.000Z");
 const lease = { deploymentId: "dep_1", leaseId: "lse_1" };
@@ -153,101 +145,6 @@ describe("Outbox", () => {
     expect(seqs(frames)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
   });
 });
-
-/** A control plane whose every move the test scripts. */
-class ScriptedControlPlane {
-  readonly frames: RunnerFrame[] = [];
-  readonly authorizations: (string | undefined)[] = [];
-  #server: WebSocketServer;
-  #socket: WebSocket | null = null;
-
-  private constructor(server: WebSocketServer) {
-    this.#server = server;
-    server.on("connection", (socket, request) => {
-      this.#socket = socket;
-      this.authorizations.push(request.headers.authorization);
-      socket.on("message", (data) => {
-        const frame = parseFrame(runnerFrame, data.toString());
-        // Every frame the runner sends must match the shared schema.
-        if (!frame) throw new Error(`Invalid frame: ${data.toString()}`);
-        this.frames.push(frame);
-      });
-    });
-  }
-
-  static async start(): Promise<ScriptedControlPlane> {
-    const server = new WebSocketServer({
-      port: 0,
-      host: "127.0.0.1",
-      path: "/api/runners/connect",
-    });
-    await once(server, "listening");
-    return new ScriptedControlPlane(server);
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
-  }
-
-  send(frame: WorkerFrame): void {
-    this.#socket?.send(JSON.stringify(frame));
-  }
-
-  /** Waits for the first frame from index `from` on that matches. */
-  async next<T extends RunnerFrame["type"]>(
-    type: T,
-    from = 0,
-    match: (frame: Extract<RunnerFrame, { type: T }>) => boolean = () => true,
-  ): Promise<Extract<RunnerFrame, { type: T }> & { index: number }> {
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      for (let index = from; index < this.frames.length; index++) {
-        const frame = this.frames[index];
-        if (frame.type === type && match(frame as Extract<RunnerFrame, { type: T }>)) {
-          return { ...(frame as Extract<RunnerFrame, { type: T }>), index };
-        }
-      }
-      if (Date.now() > deadline) throw new Error(`No ${type} frame arrived`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-  }
-
-  /** Greets the runner's next hello; returns the hello. */
-  async welcome(from: number, unknownLeaseIds: string[] = []) {
-    const hello = await this.next("hello", from);
-    this.send({
-      type: "welcome",
-      runnerId: "run_1",
-      heartbeatIntervalMs: 50,
-      unknownLeaseIds,
-      orphanDeploymentIds: [],
-    });
-    return hello;
-  }
-
-  /** Offers `job` and starts it once accepted. */
-  async startJob(job: Job): Promise<void> {
-    const from = this.frames.length;
-    this.send({ type: "job.offer", job });
-    await this.next("job.accept", from, (frame) => frame.leaseId === job.leaseId);
-    this.send({
-      type: "job.start",
-      deploymentId: job.deploymentId,
-      leaseId: job.leaseId,
-    });
-  }
-
-  /** Cuts the connection the way a network failure would. */
-  drop(): void {
-    this.#socket?.terminate();
-    this.#socket = null;
-  }
-
-  async stop(): Promise<void> {
-    for (const client of this.#server.clients) client.terminate();
-    await new Promise((resolve) => this.#server.close(resolve));
-  }
-}
 
 function testJob(n: number): Job {
   return {
