@@ -21,6 +21,7 @@ export class ScriptedControlPlane {
   readonly authorizations: (string | undefined)[] = [];
   #server: WebSocketServer;
   #socket: WebSocket | null = null;
+  #listeners: ((frame: RunnerFrame) => void)[] = [];
 
   private constructor(server: WebSocketServer) {
     this.#server = server;
@@ -32,6 +33,7 @@ export class ScriptedControlPlane {
         // Every frame the runner sends must match the shared schema.
         if (!frame) throw new Error(`Invalid frame: ${data.toString()}`);
         this.frames.push(frame);
+        for (const listener of this.#listeners) listener(frame);
       });
     });
   }
@@ -48,6 +50,11 @@ export class ScriptedControlPlane {
 
   get url(): string {
     return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** Calls `listener` with every frame as it arrives, to answer at once. */
+  onFrame(listener: (frame: RunnerFrame) => void): void {
+    this.#listeners.push(listener);
   }
 
   send(frame: WorkerFrame): void {
