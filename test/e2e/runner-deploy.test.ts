@@ -22,14 +22,17 @@ useRunnerFixtures();
 describe.concurrent("runDeployment", () => {
   it("deploys the branch head: the app answers on hostPort, one labelled container remains", async () => {
     const service = await newService();
-    const sha = await service.repo.commit(app("v1"), "first version");
+    // A step no other build shares, so the cache cannot answer it silently.
+    const marker = `build marker for ${service.serviceId}`;
+    const run1 = `RUN ["node", "-e", "console.log('${marker}')"]`;
+    const sha = await service.repo.commit(app("v1", { run: run1 }), "first version");
     const job = service.job();
 
     const run = await deploy(job);
 
     expect(run.result).toEqual({ outcome: "running", commitSha: sha, replaced: null });
     expect(await service.answer()).toBe("v1");
-    expect(text(run)).toContain("build marker for v1");
+    expect(text(run)).toContain(marker);
     expect(text(run)[0]).toBe(`Cloning ${service.repo.url} at main`);
     expect(text(run)).toContain(`Checked out ${sha}`);
     expect(text(run)).toContain(

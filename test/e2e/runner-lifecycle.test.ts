@@ -3,6 +3,7 @@
  * each phase the runner owns, the build and health-check timeouts, redeploys
  * that reuse an image, and image retention.
  */
+import http from "node:http";
 import net from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -145,6 +146,62 @@ describe.concurrent("the deployment lifecycle", () => {
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(await leftovers(job.deploymentId)).toEqual([]);
     expect(await service.answer()).toBe("v1");
+  });
+
+  it("rolls back a new -stable that exits after the swap, with its exit code and last output", async () => {
+    const service = await newService();
+    await goLive(service, "v1");
+    // The app asks the test whether to start: yes for the candidate, no
+    // for the -stable that follows it, which then exits.
+    let starts = 0;
+    const counter = http.createServer((request, response) => {
+      starts += 1;
+      response.end(starts === 1 ? "start" : "crash");
+    });
+    await new Promise<void>((resolve) => counter.listen(0, "0.0.0.0", resolve));
+    const counterPort = (counter.address() as net.AddressInfo).port;
+    const files = app("v2");
+    files["server.js"] = `
+      const http = require("http");
+      // The host is the default gateway, as /proc/net/route lists it.
+      const route = require("fs").readFileSync("/proc/net/route", "utf8")
+        .split("\\n").map((line) => line.split("\\t")).find((f) => f[1] === "00000000");
+      const host = route[2].match(/../g).map((b) => parseInt(b, 16)).reverse().join(".");
+      http.get("http://" + host + ":" + process.env.COUNTER_PORT + "/", (answer) => {
+        let body = "";
+        answer.on("data", (chunk) => (body += chunk));
+        answer.on("end", () => {
+          if (body === "crash") {
+            console.error("told to crash on this start");
+            process.exit(7);
+          }
+          http.createServer((q, s) => s.end("v2")).listen(3000);
+        });
+      });`;
+    await service.repo.commit(files, "crashes on its second start");
+    try {
+      const job = service.job({ env: { COUNTER_PORT: String(counterPort) } });
+      const started = Date.now();
+      const run = await deploy(job);
+
+      expect(starts).toBe(2);
+      expect(run.result.outcome).toBe("failed");
+      const stable = `aeroplane-${service.serviceId}-stable`;
+      expect(run.result.reason).toBe(`${stable} exited with code 7 after the swap`);
+      const lines = text(run);
+      const header = lines.findIndex((line) =>
+        line.endsWith(`of output from ${stable}:`),
+      );
+      expect(header).toBeGreaterThan(0);
+      expect(lines.slice(header)).toContain("told to crash on this start");
+      expect(lines).toContain(`Rolled back: the previous ${stable} serves again`);
+      // Fails fast: far less than the 15 s the check would wait.
+      expect(Date.now() - started).toBeLessThan(14_000);
+      expect(await service.answer()).toBe("v1");
+      expect(await leftovers(job.deploymentId)).toEqual([]);
+    } finally {
+      counter.close();
+    }
   });
 
   it("redeploys an existing image without cloning or building; a failed redeploy keeps it", async () => {
