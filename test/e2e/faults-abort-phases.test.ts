@@ -37,7 +37,9 @@ let liveId: string;
 let watch: StatusWatch;
 const aborted: string[] = [];
 
-const SLOW_BUILD = runNode("console.log('slow step started'); setTimeout(() => {}, 120000)");
+const SLOW_BUILD = runNode(
+  "console.log('slow step started'); setTimeout(() => {}, 120000)",
+);
 
 beforeAll(async () => {
   await ensureHostNodeImage(docker);
@@ -55,7 +57,13 @@ beforeAll(async () => {
   const created = await system.ok(
     "POST",
     `/api/projects/${project.id}/services`,
-    { name: "steady", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+    {
+      name: "steady",
+      repoUrl: repo.url,
+      internalPort: 3000,
+      hostPort,
+      runnerId: runner.id,
+    },
     201,
   );
   serviceId = created.service.id;
@@ -163,14 +171,21 @@ describe("aborting a deployment", () => {
     });
     await abortWithin10s(id);
     await expectAbortHeld(id, { ranOnRunner: true });
-    expect(await lines(id)).not.toContainEqual(expect.stringMatching(/^Health check passed/));
+    expect(await lines(id)).not.toContainEqual(
+      expect.stringMatching(/^Health check passed/),
+    );
   });
 
   it("during the swap, which rolls back to the live container", async () => {
     await repo.commit(nodeApp("v4"), "a good version, aborted while it is swapped in");
     const id = await deploy(system, serviceId);
     // The live app takes the whole stop timeout to go: abort while it stops.
-    await waitForLine(system, id, new RegExp(`^Stopping aeroplane-${serviceId}-stable `), 60_000);
+    await waitForLine(
+      system,
+      id,
+      new RegExp(`^Stopping aeroplane-${serviceId}-stable `),
+      60_000,
+    );
     await abortWithin10s(id);
     await expectAbortHeld(id, { ranOnRunner: true });
     // It was mid-swap: the runner put the live container back.

@@ -47,7 +47,9 @@ beforeAll(async () => {
   );
   createInterface({ input: child.stderr! }).on("line", (line) => {
     const started = /runner:agent Job started deployment=(\S+)/.exec(line);
-    const ended = /runner:agent Job (?:running|failed|aborted) deployment=(\S+)/.exec(line);
+    const ended = /runner:agent Job (?:running|failed|aborted) deployment=(\S+)/.exec(
+      line,
+    );
     if (started) runnerJobEvents.push({ kind: "start", deploymentId: started[1] });
     if (ended) runnerJobEvents.push({ kind: "end", deploymentId: ended[1] });
     if (process.env.AEROPLANE_TEST_VERBOSE) process.stderr.write(`${line}\n`);
@@ -63,7 +65,13 @@ beforeAll(async () => {
     const created = await system.ok(
       "POST",
       `/api/projects/${project.id}/services`,
-      { name: `app-${i}`, repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+      {
+        name: `app-${i}`,
+        repoUrl: repo.url,
+        internalPort: 3000,
+        hostPort,
+        runnerId: runner.id,
+      },
       201,
     );
     services.push({ id: created.service.id, hostPort });
@@ -77,7 +85,8 @@ afterAll(async () => {
 });
 
 async function deploymentsOf(serviceId: string): Promise<Deployment[]> {
-  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`)).deployments;
+  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`))
+    .deployments;
 }
 
 /** The most jobs the runner had started and not yet finished at once. */
@@ -101,9 +110,12 @@ describe("200 deployments across 20 services on one runner of capacity 2", () =>
     const newest = new Map<string, string>();
     for (let wave = 0; wave < PER_SERVICE; wave++) {
       const created = await Promise.all(
-        serviceIds.map((id) => system.ok("POST", `/api/services/${id}/deployments`, undefined, 201)),
+        serviceIds.map((id) =>
+          system.ok("POST", `/api/services/${id}/deployments`, undefined, 201),
+        ),
       );
-      for (const { deployment } of created) newest.set(deployment.serviceId, deployment.id);
+      for (const { deployment } of created)
+        newest.set(deployment.serviceId, deployment.id);
     }
     const queuingMs = Date.now() - queuedAt;
 
@@ -112,7 +124,11 @@ describe("200 deployments across 20 services on one runner of capacity 2", () =>
       async () => {
         const lists = await Promise.all(serviceIds.map(deploymentsOf));
         const flat = lists.flat();
-        return flat.length === SERVICES * PER_SERVICE && flat.every((d) => TERMINAL.has(d.status)) && flat;
+        return (
+          flat.length === SERVICES * PER_SERVICE &&
+          flat.every((d) => TERMINAL.has(d.status)) &&
+          flat
+        );
       },
       170_000,
       1_000,
@@ -133,12 +149,14 @@ describe("200 deployments across 20 services on one runner of capacity 2", () =>
     expect(built.length).toBeGreaterThanOrEqual(SERVICES);
 
     // Never more than 2 building: by the records, by the polls, by the runner.
-    expect.soft(
-      maxOverlap(recordedIntervals(all)),
-      `recorded [startedAt, finishedAt] of the builds: ${JSON.stringify(
-        built.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
-      )}`,
-    ).toBeLessThanOrEqual(CAPACITY);
+    expect
+      .soft(
+        maxOverlap(recordedIntervals(all)),
+        `recorded [startedAt, finishedAt] of the builds: ${JSON.stringify(
+          built.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
+        )}`,
+      )
+      .toBeLessThanOrEqual(CAPACITY);
     expect.soft(watch.errors).toEqual([]);
     expect.soft(watch.doubleBuilds).toEqual([]);
     expect.soft(watch.flips()).toEqual([]);
@@ -147,7 +165,9 @@ describe("200 deployments across 20 services on one runner of capacity 2", () =>
     // The polls were frequent enough to see most builds under way.
     expect.soft(certain.length).toBeGreaterThanOrEqual(built.length / 2);
     // The runner started every job that built, and held at most 2 at a time.
-    expect.soft(runnerJobEvents.filter((e) => e.kind === "start")).toHaveLength(built.length);
+    expect
+      .soft(runnerJobEvents.filter((e) => e.kind === "start"))
+      .toHaveLength(built.length);
     expect.soft(runnerMaxConcurrent()).toBeLessThanOrEqual(CAPACITY);
 
     console.info(

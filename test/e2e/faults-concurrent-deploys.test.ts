@@ -35,12 +35,23 @@ beforeAll(async () => {
   const runner = await system.registerRunner("concurrent");
   system.startRunner(runner.token);
   repo = await servedRepository("concurrent");
-  const { project } = await system.ok("POST", "/api/projects", { name: "concurrent" }, 201);
+  const { project } = await system.ok(
+    "POST",
+    "/api/projects",
+    { name: "concurrent" },
+    201,
+  );
   hostPort = await freePort();
   const created = await system.ok(
     "POST",
     `/api/projects/${project.id}/services`,
-    { name: "raced", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+    {
+      name: "raced",
+      repoUrl: repo.url,
+      internalPort: 3000,
+      hostPort,
+      runnerId: runner.id,
+    },
     201,
   );
   serviceId = created.service.id;
@@ -53,7 +64,8 @@ afterAll(async () => {
 });
 
 async function serviceDeployments(): Promise<Deployment[]> {
-  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`)).deployments;
+  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`))
+    .deployments;
 }
 
 /**
@@ -63,7 +75,9 @@ async function serviceDeployments(): Promise<Deployment[]> {
  */
 async function raceDeploys(count: number, reply: string): Promise<Deployment[]> {
   await repo.commit(
-    nodeApp(reply, { run: runNode("setTimeout(() => console.log('built slowly'), 2000)") }),
+    nodeApp(reply, {
+      run: runNode("setTimeout(() => console.log('built slowly'), 2000)"),
+    }),
     reply,
   );
   const timed = await Promise.all(
@@ -77,7 +91,9 @@ async function raceDeploys(count: number, reply: string): Promise<Deployment[]> 
   // was sent before any was answered.
   const sent = timed.map((t) => t.sentAt);
   expect(Math.max(...sent) - Math.min(...sent)).toBeLessThanOrEqual(100);
-  expect(Math.max(...sent)).toBeLessThanOrEqual(Math.min(...timed.map((t) => t.answeredAt)));
+  expect(Math.max(...sent)).toBeLessThanOrEqual(
+    Math.min(...timed.map((t) => t.answeredAt)),
+  );
   const responses = timed.map((t) => t.res);
   for (const res of responses) {
     expect(res.status).toBe(201);
@@ -113,12 +129,14 @@ function expectOneBuildAtATime(watch: StatusWatch, all: Deployment[], watched = 
   // Builds take 2 s and the polls come every 50 ms: each one was seen.
   expect.soft(certain).toHaveLength(watched.filter((d) => d.startedAt !== null).length);
   const intervals = recordedIntervals(all);
-  expect.soft(
-    maxOverlap(intervals),
-    `recorded [startedAt, finishedAt]: ${JSON.stringify(
-      all.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
-    )}`,
-  ).toBeLessThanOrEqual(1);
+  expect
+    .soft(
+      maxOverlap(intervals),
+      `recorded [startedAt, finishedAt]: ${JSON.stringify(
+        all.map((d) => [d.id, d.status, d.startedAt, d.finishedAt]),
+      )}`,
+    )
+    .toBeLessThanOrEqual(1);
 }
 
 describe("deploy requests for one service that arrive together", () => {

@@ -83,7 +83,11 @@ async function killAndRestart(id: string, watch: StatusWatch, settleMs: number) 
   const killedAt = Date.now();
   process1 = system.startRunner(runner.token);
 
-  const failed = await system.waitForDeployment(id, (d) => d.status !== "building", 20_000);
+  const failed = await system.waitForDeployment(
+    id,
+    (d) => d.status !== "building",
+    20_000,
+  );
   expect(failed.status).toBe("failed");
   const lines = (await logLines(system, id)).map((l) => l.line);
   expect(lines.filter((l) => /runner lost/.test(l)).length).toBeGreaterThanOrEqual(1);
@@ -96,7 +100,9 @@ async function killAndRestart(id: string, watch: StatusWatch, settleMs: number) 
   await sleep(Math.max(6_000, killedAt + settleMs - Date.now()));
   await watch.stop();
   expect(watch.errors).toEqual([]);
-  expect((await system.ok("GET", `/api/deployments/${id}`)).deployment.status).toBe("failed");
+  expect((await system.ok("GET", `/api/deployments/${id}`)).deployment.status).toBe(
+    "failed",
+  );
   expect(watch.path(id).filter((s) => s === "building")).toEqual(["building"]);
   expect(watch.path(id).at(-1)).toBe("failed");
   expect(watch.flips()).toEqual([]);
@@ -110,7 +116,9 @@ describe("a runner killed with SIGKILL mid-deployment and started again", () => 
   it("fails a deployment killed during its build with 'runner lost', once, leaving nothing", async () => {
     await repo.commit(
       nodeApp("never built", {
-        run: runNode(`console.log('slow step started'); setTimeout(() => {}, ${SLOW_STEP_MS})`),
+        run: runNode(
+          `console.log('slow step started'); setTimeout(() => {}, ${SLOW_STEP_MS})`,
+        ),
       }),
       "slow build",
     );
@@ -122,7 +130,9 @@ describe("a runner killed with SIGKILL mid-deployment and started again", () => 
 
   it("fails a deployment killed during its health check, and the orphan candidate is removed", async () => {
     await repo.commit(
-      nodeApp("never healthy", { cmd: 'CMD ["node", "-e", "setInterval(() => {}, 1000)"]' }),
+      nodeApp("never healthy", {
+        cmd: 'CMD ["node", "-e", "setInterval(() => {}, 1000)"]',
+      }),
       "an app that never answers",
     );
     const id = await deploy(system, serviceId);

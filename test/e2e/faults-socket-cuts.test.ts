@@ -60,12 +60,23 @@ beforeAll(async () => {
     }),
     "a build that prints 20,000 numbered lines",
   );
-  const { project } = await system.ok("POST", "/api/projects", { name: "socket-cuts" }, 201);
+  const { project } = await system.ok(
+    "POST",
+    "/api/projects",
+    { name: "socket-cuts" },
+    201,
+  );
   hostPort = await freePort();
   const created = await system.ok(
     "POST",
     `/api/projects/${project.id}/services`,
-    { name: "loud", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+    {
+      name: "loud",
+      repoUrl: repo.url,
+      internalPort: 3000,
+      hostPort,
+      runnerId: runner.id,
+    },
     201,
   );
   serviceId = created.service.id;
@@ -88,7 +99,10 @@ function numberedLineProblems(lines: string[]) {
   for (let n = 1; n <= LINES; n++) if (!counts.has(n)) missing.push(n);
   return {
     count: numbers.length,
-    duplicated: [...counts].filter(([, c]) => c > 1).map(([n]) => n).slice(0, 20),
+    duplicated: [...counts]
+      .filter(([, c]) => c > 1)
+      .map(([n]) => n)
+      .slice(0, 20),
     missing: missing.slice(0, 20),
     firstOutOfOrder: numbers.findIndex((n, i) => i > 0 && n <= numbers[i - 1]),
   };
@@ -101,14 +115,18 @@ describe("a runner whose socket is cut 5 times mid-build", () => {
 
     // Cut each time another stretch of lines has been stored, and note
     // where the deployment and the stored log stood at that moment.
-    const cuts: Array<{ at: number; status: string; storedLines: number; cut: number }> = [];
+    const cuts: Array<{ at: number; status: string; storedLines: number; cut: number }> =
+      [];
     let lastId = 0;
     let stored = 0;
     let storedAtLastCut = 0;
     const deadline = Date.now() + 90_000;
     while (cuts.length < CUTS) {
       expect(Date.now(), `cut ${cuts.length + 1} never came`).toBeLessThan(deadline);
-      const { logs } = await system.ok("GET", `/api/deployments/${id}/logs?after=${lastId}`);
+      const { logs } = await system.ok(
+        "GET",
+        `/api/deployments/${id}/logs?after=${lastId}`,
+      );
       lastId = logs.at(-1)?.id ?? lastId;
       stored += logs.filter((l: { line: string }) => /^line \d+$/.test(l.line)).length;
       if (proxy.live === 0 || stored - storedAtLastCut < LINES_BETWEEN_CUTS) {
@@ -118,10 +136,19 @@ describe("a runner whose socket is cut 5 times mid-build", () => {
       const at = Date.now();
       const cut = proxy.cutAll();
       storedAtLastCut = stored;
-      cuts.push({ at, status: (await deployment(system, id)).status, storedLines: stored, cut });
+      cuts.push({
+        at,
+        status: (await deployment(system, id)).status,
+        storedLines: stored,
+        cut,
+      });
     }
 
-    const final = await system.waitForDeployment(id, (d) => d.status !== "building", 120_000);
+    const final = await system.waitForDeployment(
+      id,
+      (d) => d.status !== "building",
+      120_000,
+    );
     expect(final.status).toBe("running");
 
     // Every cut hit a live socket while the deployment was building and the

@@ -53,7 +53,13 @@ beforeAll(async () => {
   const created = await system.ok(
     "POST",
     `/api/projects/${project.id}/services`,
-    { name: "steady", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
+    {
+      name: "steady",
+      repoUrl: repo.url,
+      internalPort: 3000,
+      hostPort,
+      runnerId: runner.id,
+    },
     201,
   );
   serviceId = created.service.id;
@@ -114,11 +120,16 @@ describe("restarting the control plane mid-build", () => {
     expect(lastEventId).toBeGreaterThan(0);
     const after: SseEvent[] = [];
     const second = await collect(
-      readEvents(url, system.adminKey, { lastEventId, signal: AbortSignal.timeout(120_000) }),
+      readEvents(url, system.adminKey, {
+        lastEventId,
+        signal: AbortSignal.timeout(120_000),
+      }),
       after,
     );
     expect(second).toBe("ended");
-    const statuses = after.filter((e) => e.event === "status").map((e) => JSON.parse(e.data).status);
+    const statuses = after
+      .filter((e) => e.event === "status")
+      .map((e) => JSON.parse(e.data).status);
     expect(statuses.at(-1)).toBe("running");
 
     const { deployment } = await system.ok("GET", `/api/deployments/${id}`);
@@ -139,7 +150,10 @@ describe("restarting the control plane mid-build", () => {
 
     // The query-string form resumes at the same place.
     const byQuery: SseEvent[] = [];
-    await collect(readEvents(`${url}?lastEventId=${lastEventId}`, system.adminKey), byQuery);
+    await collect(
+      readEvents(`${url}?lastEventId=${lastEventId}`, system.adminKey),
+      byQuery,
+    );
     expect(receivedLines(byQuery)).toEqual(stored.filter((l) => l.id > lastEventId));
   });
 });

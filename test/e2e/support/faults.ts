@@ -33,7 +33,11 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
  */
 export function nodeApp(
   reply: string,
-  { run = "", cmd = "", slowStop = false }: { run?: string; cmd?: string; slowStop?: boolean } = {},
+  {
+    run = "",
+    cmd = "",
+    slowStop = false,
+  }: { run?: string; cmd?: string; slowStop?: boolean } = {},
 ): Record<string, string> {
   const onTerm = slowStop ? "" : 'process.on("SIGTERM", () => process.exit(0));\n';
   return {
@@ -67,22 +71,34 @@ export async function waitFor<T>(
   for (;;) {
     const value = await probe();
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
     await sleep(intervalMs);
   }
 }
 
-export async function logLines(system: TestSystem, deploymentId: string): Promise<LogLine[]> {
+export async function logLines(
+  system: TestSystem,
+  deploymentId: string,
+): Promise<LogLine[]> {
   return (await system.ok("GET", `/api/deployments/${deploymentId}/logs`)).logs;
 }
 
-export async function deployment(system: TestSystem, deploymentId: string): Promise<Deployment> {
+export async function deployment(
+  system: TestSystem,
+  deploymentId: string,
+): Promise<Deployment> {
   return (await system.ok("GET", `/api/deployments/${deploymentId}`)).deployment;
 }
 
 /** Queues a deployment of `serviceId` and returns its id. */
 export async function deploy(system: TestSystem, serviceId: string): Promise<string> {
-  const body = await system.ok("POST", `/api/services/${serviceId}/deployments`, undefined, 201);
+  const body = await system.ok(
+    "POST",
+    `/api/services/${serviceId}/deployments`,
+    undefined,
+    201,
+  );
   return body.deployment.id;
 }
 
@@ -230,7 +246,9 @@ export class StatusWatch {
       // running → superseded is the one change allowed between final states.
       const finalOk =
         terminals.length <= 1 ||
-        (terminals.length === 2 && terminals[0] === "running" && terminals[1] === "superseded");
+        (terminals.length === 2 &&
+          terminals[0] === "running" &&
+          terminals[1] === "superseded");
       if (backwards || !finalOk) flips.push({ id, path });
     }
     return flips;
@@ -284,5 +302,8 @@ export class StatusWatch {
 export function recordedIntervals(deployments: Deployment[]): Array<[number, number]> {
   return deployments
     .filter((d) => d.startedAt !== null)
-    .map((d) => [Date.parse(d.startedAt!), Date.parse(d.finishedAt ?? new Date().toISOString())]);
+    .map((d) => [
+      Date.parse(d.startedAt!),
+      Date.parse(d.finishedAt ?? new Date().toISOString()),
+    ]);
 }
