@@ -13,8 +13,9 @@ import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Job, JobPhase } from "../schema/protocol.js";
-import { systemClock, type Clock } from "./clock.js";
 import type { StepImage } from "./build-progress.js";
+import { checkCandidate, seconds, startCandidate } from "./candidate.js";
+import { systemClock, type Clock } from "./clock.js";
 import {
   aeroplaneLabels,
   BuildFailedError,
@@ -23,7 +24,6 @@ import {
   type OutputStream,
 } from "./docker.js";
 import { checkout, GitError } from "./git.js";
-import { probeHttp, waitUntilHealthy, type ProbeResult } from "./health.js";
 import { keepRecentImages, removeBuildLeftovers } from "./images.js";
 import { createLogger, errorMessage, stderrSink } from "./logger.js";
 import { createRedactor } from "./redact.js";
@@ -31,7 +31,6 @@ import { withServiceLock } from "./service-lock.js";
 import {
   containerNames,
   DeployFailure,
-  logContainerOutput,
   swapIn,
   type AttemptContext,
   type ReplacedDeployment,
@@ -172,7 +171,9 @@ async function pruneOldImages(ctx: AttemptContext): Promise<void> {
       keepRecentImages(docker, job.serviceId, logger),
     );
     if (removed.length > 0) {
-      ctx.log(`Removed ${removed.length} old image(s) of this service: ${removed.join(", ")}`);
+      ctx.log(
+        `Removed ${removed.length} old image(s) of this service: ${removed.join(", ")}`,
+      );
     }
   } catch (error) {
     logger.warn("Could not remove old images", { error: errorMessage(error) });
@@ -274,87 +275,6 @@ async function build(
   ctx.log(`Built image ${job.imageTag}`);
 }
 
-async function startCandidate(ctx: AttemptContext): Promise<void> {
-  const { job, docker, names } = ctx;
-  ctx.signal.throwIfAborted();
-  // A container of that name can only be debris of an earlier try.
-  await docker.remove(names.candidate);
-  ctx.log(`Starting candidate container ${names.candidate}`);
-  try {
-    await docker.createAndStart({
-      name: names.candidate,
-      image: job.imageTag,
-      env: job.env,
-      labels: aeroplaneLabels(job.serviceId, job.deploymentId, "candidate", {
-        runner: ctx.runnerMark,
-      }),
-    });
-  } catch (error) {
-    throw new DeployFailure(
-      `Could not start the candidate container: ${errorMessage(error)}`,
-    );
-  }
-}
-
-/** Waits for the candidate to answer HTTP on its port over the bridge network. */
-async function checkCandidate(ctx: AttemptContext): Promise<void> {
-  const { job, docker, names } = ctx;
-  const port = job.internalPort;
-  const limit = seconds(job.healthCheckTimeoutMs);
-  ctx.log(`Health check: GET ${job.healthCheckPath} on port ${port}, up to ${limit} s`);
-
-  let address: string | null = null;
-  const isAlive = async () => {
-    const state = await docker.inspect(names.candidate);
-    address = state?.ipAddress ?? null;
-    return state?.running === true && address !== null;
-  };
-  const result = await waitUntilHealthy({
-    probe: (timeoutMs) =>
-      probeHttp(address!, port, job.healthCheckPath, timeoutMs, ctx.signal),
-    isAlive,
-    timeoutMs: job.healthCheckTimeoutMs,
-    clock: ctx.clock,
-    signal: ctx.signal,
-  });
-
-  if (result.outcome === "healthy") {
-    ctx.log(
-      `Health check passed: GET ${job.healthCheckPath} answered HTTP ${result.status}`,
-    );
-    return;
-  }
-  // A timeout can also mean the app died just before the deadline.
-  const exited = result.outcome === "exited" || !(await isAlive());
-  await logContainerOutput(ctx, names.candidate);
-  if (exited) {
-    const state = await docker.inspect(names.candidate);
-    const code = state?.exitCode ?? "unknown";
-    throw new DeployFailure(`The app exited with code ${code} during the health check`);
-  }
-  throw new DeployFailure(unhealthyReason(result.last, port, job.healthCheckPath, limit));
-}
-
-/** The health-check timeout ran out: says so, with its length, and what was seen. */
-function unhealthyReason(
-  last: ProbeResult | null,
-  port: number,
-  checkPath: string,
-  limit: string,
-): string {
-  if (last && "status" in last) {
-    return (
-      `Health check failed: GET ${checkPath} on port ${port} answered HTTP ` +
-      `${last.status} (expected 200–399) until the ${limit} s health-check timeout`
-    );
-  }
-  const cause = last ? ` (last attempt: ${last.error})` : "";
-  return (
-    `Health check timed out after ${limit} s: the app did not answer HTTP on ` +
-    `port ${port}${cause}`
-  );
-}
-
 /**
  * Removes the candidate, the image this attempt built and the step images
  * of a build it left unfinished, then writes the last line: the abort
@@ -403,9 +323,4 @@ async function endAttempt(
   else ctx.logger.info("Deployment failed", { reason });
   ctx.log(reason, "stderr");
   return { outcome: "failed", reason };
-}
-
-/** Milliseconds as seconds for people: 30000 → "30", 1500 → "1.5". */
-function seconds(ms: number): string {
-  return String(Math.round(ms / 100) / 10);
 }

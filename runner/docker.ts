@@ -221,7 +221,8 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       return true;
     } catch (error) {
       const status = statusOf(error);
-      if (!statuses.includes(status ?? 0)) throw new DockerError(dockerMessage(error), status);
+      if (!statuses.includes(status ?? 0))
+        throw new DockerError(dockerMessage(error), status);
       return false;
     }
   }
@@ -330,7 +331,9 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
     async keepRunning(nameOrId) {
       log.debug("Setting restart policy unless-stopped…", { name: nameOrId });
       await ignoring([], () =>
-        docker.getContainer(nameOrId).update({ RestartPolicy: { Name: "unless-stopped" } }),
+        docker
+          .getContainer(nameOrId)
+          .update({ RestartPolicy: { Name: "unless-stopped" } }),
       );
     },
 
@@ -408,7 +411,10 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       });
       await Promise.all(
         (["stdout", "stderr"] as const).map(async (stream) => {
-          for await (const raw of createInterface({ input: streams[stream], crlfDelay: Infinity })) {
+          for await (const raw of createInterface({
+            input: streams[stream],
+            crlfDelay: Infinity,
+          })) {
             // "2026-06-10T08:47:00.123456789Z the line": Docker's timestamp first.
             const space = raw.indexOf(" ");
             const stamp = new Date(raw.slice(0, space));

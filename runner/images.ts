@@ -9,7 +9,12 @@
  */
 import { setTimeout as delay } from "node:timers/promises";
 import type { StepImage } from "./build-progress.js";
-import { DockerError, labelKeys, type DockerClient, type ImageDetails } from "./docker.js";
+import {
+  DockerError,
+  labelKeys,
+  type DockerClient,
+  type ImageDetails,
+} from "./docker.js";
 import { errorMessage, type Logger } from "./logger.js";
 import { containerNames } from "./swap.js";
 
@@ -44,7 +49,10 @@ export async function keepRecentImages(
   for (const image of ordered.slice(keep)) {
     const deployment = image.labels[labelKeys.deploymentId];
     if (inUse.has(image.id)) {
-      logger.debug("Keeping an old image a container uses", { image: image.id, deployment });
+      logger.debug("Keeping an old image a container uses", {
+        image: image.id,
+        deployment,
+      });
       continue;
     }
     // Removing its last tag deletes the image, and the build's step images
@@ -119,6 +127,7 @@ export async function removeBuildLeftovers(
       }
     }
   }
-  if (removed > 0) logger.info("Removed the step images of the unfinished build", { removed });
+  if (removed > 0)
+    logger.info("Removed the step images of the unfinished build", { removed });
   return removed;
 }

@@ -30,17 +30,26 @@ export const maxInventory = 10_000;
  * One-way, so a label never reveals the token.
  */
 export function runnerMarkOf(token: string): string {
-  return createHash("sha256").update(`aeroplane-runner:${token}`).digest("hex").slice(0, 16);
+  return createHash("sha256")
+    .update(`aeroplane-runner:${token}`)
+    .digest("hex")
+    .slice(0, 16);
 }
 
-const ours = (mark: string) => ({ [labelKeys.managed]: "true", [labelKeys.runner]: mark });
+const ours = (mark: string) => ({
+  [labelKeys.managed]: "true",
+  [labelKeys.runner]: mark,
+});
 
 /**
  * Cleans up after a runner process that ended mid-work, before any job
  * starts: removes candidate containers, repairs interrupted swaps, and
  * makes sure live containers restart with the host.
  */
-export async function reconcileAtStartup(docker: DockerClient, mark: string): Promise<void> {
+export async function reconcileAtStartup(
+  docker: DockerClient,
+  mark: string,
+): Promise<void> {
   const containers = await docker.listContainers(ours(mark));
   const services = new Set<string>();
 
@@ -66,7 +75,10 @@ export async function reconcileAtStartup(docker: DockerClient, mark: string): Pr
 }
 
 /** Every deployment id on a container or image of ours, at most `maxInventory`. */
-export async function listInventory(docker: DockerClient, mark: string): Promise<string[]> {
+export async function listInventory(
+  docker: DockerClient,
+  mark: string,
+): Promise<string[]> {
   const [containers, images] = await Promise.all([
     docker.listContainers(ours(mark)),
     docker.listImages(ours(mark)),

@@ -16,7 +16,10 @@ const tails = new Map<string, Promise<unknown>>();
  * before any later one starts. Docker names are per engine, so the lock is
  * per process: a runner is the only one touching its services' containers.
  */
-export function withServiceLock<T>(serviceId: string, action: () => Promise<T>): Promise<T> {
+export function withServiceLock<T>(
+  serviceId: string,
+  action: () => Promise<T>,
+): Promise<T> {
   const previous = tails.get(serviceId) ?? Promise.resolve();
   const result = previous.then(action, action);
   // The next action waits for this one, failed or not.

@@ -37,7 +37,10 @@ export interface SettleOptions {
  * Finishes (`accepted`) or undoes a swap. Never rejects: a failure is
  * logged, and the next swap or runner start repairs what is left.
  */
-export async function settleSwap(options: SettleOptions, accepted: boolean): Promise<void> {
+export async function settleSwap(
+  options: SettleOptions,
+  accepted: boolean,
+): Promise<void> {
   const { job } = options;
   const logger = log.with({ deployment: job.deploymentId });
   try {
@@ -82,8 +85,10 @@ async function undo(options: SettleOptions, logger: Logger): Promise<void> {
         options.clock ?? systemClock,
         new AbortController().signal,
       );
-      if (check.outcome === "healthy") logger.info("The restored deployment serves again");
-      else logger.error("The restored deployment does not answer", { port: job.hostPort });
+      if (check.outcome === "healthy")
+        logger.info("The restored deployment serves again");
+      else
+        logger.error("The restored deployment does not answer", { port: job.hostPort });
     }
   } else {
     logger.warn("The refused deployment no longer serves; nothing to roll back");
@@ -121,9 +126,12 @@ async function restorePrevious(
     const restored = parked.labels[labelKeys.deploymentId] ?? "unknown";
     await docker.rename(names.previous, names.stable);
     await docker.start(names.stable);
-    logger.warn("The control plane refused the live deployment; restored the previous one", {
-      restored,
-    });
+    logger.warn(
+      "The control plane refused the live deployment; restored the previous one",
+      {
+        restored,
+      },
+    );
     return restored;
   }
 

@@ -102,7 +102,9 @@ async function swapLocked(ctx: AttemptContext): Promise<ReplacedDeployment | nul
 
   try {
     if (replaced) {
-      ctx.log(`Stopping ${names.stable} (deployment ${replaced.deploymentId ?? "unknown"})`);
+      ctx.log(
+        `Stopping ${names.stable} (deployment ${replaced.deploymentId ?? "unknown"})`,
+      );
       await docker.stop(names.stable, stopTimeoutSeconds);
       await docker.rename(names.stable, names.previous);
       progress = "parked";
@@ -122,7 +124,9 @@ async function swapLocked(ctx: AttemptContext): Promise<ReplacedDeployment | nul
         publish: { hostPort: job.hostPort, containerPort: job.internalPort },
       })
       .catch((error: unknown) => {
-        throw new DeployFailure(`Could not start ${names.stable}: ${errorMessage(error)}`);
+        throw new DeployFailure(
+          `Could not start ${names.stable}: ${errorMessage(error)}`,
+        );
       });
 
     const check = await waitUntilServing(docker, job, ctx.clock, ctx.signal);
@@ -231,7 +235,12 @@ async function rollBack(ctx: AttemptContext, progress: SwapProgress): Promise<vo
 
     // Wait until it serves again, even after an abort: that is the promise
     // an abort during the swap makes.
-    const check = await waitUntilServing(docker, job, ctx.clock, new AbortController().signal);
+    const check = await waitUntilServing(
+      docker,
+      job,
+      ctx.clock,
+      new AbortController().signal,
+    );
     if (check.outcome === "healthy") {
       ctx.log(`Rolled back: the previous ${names.stable} serves again`);
     } else {
@@ -249,7 +258,10 @@ async function rollBack(ctx: AttemptContext, progress: SwapProgress): Promise<vo
 }
 
 /** Puts a failed container's last output lines into the log, to show why. */
-export async function logContainerOutput(ctx: AttemptContext, name: string): Promise<void> {
+export async function logContainerOutput(
+  ctx: AttemptContext,
+  name: string,
+): Promise<void> {
   const lines = await ctx.docker.logsTail(name, outputTailLines).catch(() => []);
   if (lines.length === 0) {
     ctx.log(`${name} wrote no output`);

@@ -93,7 +93,10 @@ describe.concurrent("runDeployment", () => {
       `/aeroplane-${service.serviceId}-stable`,
     ]);
 
-    await settleSwap({ docker: client, job: headJob, replaced: head.result.replaced! }, true);
+    await settleSwap(
+      { docker: client, job: headJob, replaced: head.result.replaced! },
+      true,
+    );
     expect(await names()).toEqual([`/aeroplane-${service.serviceId}-stable`]);
     // Its image stays for a rollback or redeploy.
     expect(await imageExists(pinned.imageTag)).toBe(true);
