@@ -25,6 +25,11 @@ export const keptImagesPerService = 5;
  * Removes a service's images beyond the newest `keep`. The image of the
  * live `-stable` container always counts among the kept, however old (a
  * redeploy brings an old one back). Returns the tags removed.
+ *
+ * TODO(retention): "newest" is when an image was built, not when it last
+ * went live: Docker keeps no such time, so an old image redeployed and then
+ * replaced ranks by its build again. Ranking by deployment needs either the
+ * control plane's history in the job or a label Docker cannot add later.
  */
 export async function keepRecentImages(
   docker: DockerClient,
