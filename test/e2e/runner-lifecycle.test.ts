@@ -127,25 +127,41 @@ describe.concurrent("the deployment lifecycle", () => {
     expect((await service.containers()).length).toBe(1);
   });
 
-  it("fails a build that outlasts the build timeout, naming the timeout and its length", async () => {
+  it("fails a build that outlasts the build timeout, naming it, and removes its step images", async () => {
     const service = await newService();
     await goLive(service, "v1");
-    const slow = `RUN ["node", "-e", "console.log('slow step started'); setTimeout(() => {}, 120000)"]`;
-    await service.repo.commit(app("v2", { run: slow }), "slow build");
-    const job = service.job({ buildTimeoutMs: 2_500 });
+    // A step of its own finishes (its image stays as cache) before the slow one.
+    const marker = `step of ${service.serviceId}`;
+    const steps = [
+      `RUN ["node", "-e", "console.log('${marker}')"]`,
+      `RUN ["node", "-e", "console.log('slow step started'); setTimeout(() => {}, 120000)"]`,
+    ].join("\n");
+    await service.repo.commit(app("v2", { run: steps }), "slow build");
+    const job = service.job({ buildTimeoutMs: 5_000 });
 
     const started = Date.now();
     const run = await deploy(job);
 
     expect(run.result.outcome).toBe("failed");
     expect(run.lines.at(-1)).toEqual({
-      line: "Build timed out after 2.5 s",
+      line: "Build timed out after 5 s",
       stream: "stderr",
     });
-    expect(run.result.reason).toBe("Build timed out after 2.5 s");
+    expect(run.result.reason).toBe("Build timed out after 5 s");
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(await leftovers(job.deploymentId)).toEqual([]);
     expect(await service.answer()).toBe("v1");
+
+    // The finished step's image went too, although the cut-off step's
+    // container was still being removed when the cleanup began.
+    const lines = text(run);
+    expect(lines).toContain("slow step started");
+    const stepImage = lines
+      .slice(lines.indexOf(marker))
+      .map((line) => /^ ---> ([0-9a-f]{12})$/.exec(line)?.[1])
+      .find(Boolean);
+    expect(stepImage).toBeDefined();
+    expect(await imageExists(stepImage!)).toBe(false);
   });
 
   it("rolls back a new -stable that exits after the swap, with its exit code and last output", async () => {
