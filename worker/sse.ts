@@ -51,7 +51,9 @@ export class SseHub {
   open(initial: SseEvent[], close = false): Response {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     const client: Client = { writer: writable.getWriter(), pending: 0 };
-    for (const event of initial) this.#write(client, encodeEvent(event));
+    // The first events (a snapshot can be megabytes) are owed in full; only
+    // what piles up behind them counts against the client's allowance.
+    for (const event of initial) client.writer.write(encodeEvent(event)).catch(() => {});
     if (close) {
       client.writer.close().catch(() => {});
     } else {

@@ -1,4 +1,6 @@
+import { env } from "cloudflare:test";
 import { EventSourceParserStream } from "eventsource-parser/stream";
+import { deploymentLog } from "../../worker/deployments";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ScriptedRunner } from "./runner-socket";
 import { seedKey, seedRunner, seedService } from "./seed";
@@ -307,6 +309,22 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
     for (let r = await events.read(); !r.done; r = await events.read()) seen.push(r.value);
     expect(seen.map((e) => e.event)).toEqual(["snapshot", "status"]);
     expect(JSON.parse(seen[1].data)).toEqual({ deploymentId: id, status: "aborted" });
+  });
+
+  it("follows a snapshot larger than a client's allowance with its status", async () => {
+    const { serviceId } = await seedService(null);
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const id = created.body.deployment.id;
+    const line = "x".repeat(500);
+    const log = deploymentLog(env, id);
+    for (let batch = 0; batch < 10; batch++) {
+      await log.appendPlatform(Array.from({ length: 1_000 }, () => ({ line })));
+    }
+    const events = await openStream(`/api/deployments/${id}/stream`, reader);
+    const snapshot = (await events.read()).value!;
+    expect(JSON.parse(snapshot.data).length).toBe(10_002);
+    expect((await events.read()).value).toMatchObject({ event: "status" });
+    await events.cancel();
   });
 
   it("answers 401, and 404 for an absent deployment", async () => {
