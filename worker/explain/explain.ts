@@ -17,9 +17,9 @@ import { chooseProvider, providerKey } from "./providers";
 /** How long one provider call may take when AI_TIMEOUT_MS is not set. */
 export const DEFAULT_AI_TIMEOUT_MS = 20_000;
 
-/** The bound on one provider call. AI_TIMEOUT_MS is optional, so not in Env. */
+/** The bound on one provider call. */
 export const aiTimeoutMs = (env: Env) =>
-  numberSetting(env, "AI_TIMEOUT_MS" as keyof Env, DEFAULT_AI_TIMEOUT_MS);
+  numberSetting(env, "AI_TIMEOUT_MS", DEFAULT_AI_TIMEOUT_MS);
 
 /**
  * Explains a failed deployment with the provider and model `request` names,
