@@ -45,6 +45,9 @@ export function probeHttp(
   });
 }
 
+/** The least time a probe gets to be answered. */
+const minProbeMs = 200;
+
 export type WaitResult =
   | { outcome: "healthy"; status: number }
   /** `isAlive` said no: the process under test is gone. */
@@ -73,8 +76,11 @@ export async function waitUntilHealthy(options: {
     signal.throwIfAborted();
     if (options.isAlive && !(await options.isAlive())) return { outcome: "exited" };
 
+    // A probe squeezed into the last milliseconds can only time out, and
+    // would hide what the one before saw (an HTTP 404, say).
     const remaining = deadline - clock.now();
-    last = await options.probe(Math.max(1, Math.min(2_000, remaining)));
+    if (last !== null && remaining < minProbeMs) return { outcome: "timeout", last };
+    last = await options.probe(Math.max(minProbeMs, Math.min(2_000, remaining)));
     signal.throwIfAborted();
     if (isHealthy(last)) return { outcome: "healthy", status: last.status };
 

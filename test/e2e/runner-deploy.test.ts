@@ -157,6 +157,22 @@ describe.concurrent("runDeployment", () => {
     expect(await imageExists(job.imageTag)).toBe(false);
   });
 
+  it("fails a health-check path that answers 404 with that answer, not the last probe's timeout", async () => {
+    const service = await newService();
+    const notFound = `CMD ["node", "-e", "require('http').createServer((q, s) => { s.statusCode = 404; s.end(); }).listen(3000)"]`;
+    await service.repo.commit(app("v1", { cmd: notFound }), "no health route");
+    const job = service.job({ healthCheckPath: "/healthz", healthCheckTimeoutMs: 2_000 });
+
+    const run = await deploy(job);
+
+    expect(run.result.outcome).toBe("failed");
+    expect(run.result.reason).toBe(
+      "Health check failed: GET /healthz on port 3000 answered HTTP 404 (expected 200–399) " +
+        "until the 2 s health-check timeout",
+    );
+    expect(await service.containers()).toEqual([]);
+  });
+
   it("fails fast when the app exits, with its exit code and last output", async () => {
     const service = await newService();
     const crash = `CMD ["node", "-e", "console.error('missing DATABASE_URL'); process.exit(4)"]`;

@@ -9,7 +9,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import type { Clock } from "../../runner/clock.js";
 import { aeroplaneLabels } from "../../runner/docker.js";
+import { waitUntilHealthy, type ProbeResult } from "../../runner/health.js";
 import { settleSwap } from "../../runner/settle.js";
 import {
   app,
@@ -296,5 +298,35 @@ describe.concurrent("the deployment lifecycle", () => {
     );
     const kept = await Promise.all(tags.map(imageExists));
     expect(kept).toEqual([true, false, true, true, true, true]);
+  });
+});
+
+describe("waitUntilHealthy", () => {
+  it("reports the last real answer, not a probe squeezed into the deadline's last moment", async () => {
+    // Time only moves when the code under test sleeps or probes.
+    let now = 0;
+    const clock: Clock = {
+      now: () => now,
+      sleep: async (ms) => void (now += ms),
+    };
+    const budgets: number[] = [];
+    const probe = async (timeoutMs: number): Promise<ProbeResult> => {
+      budgets.push(timeoutMs);
+      now += Math.min(timeoutMs, 5);
+      // An app that answers in 50 ms: a tighter budget can only time out.
+      return timeoutMs < 50
+        ? { error: `no answer within ${timeoutMs} ms` }
+        : { status: 404 };
+    };
+
+    const result = await waitUntilHealthy({
+      probe,
+      timeoutMs: 2_000,
+      clock,
+      signal: new AbortController().signal,
+    });
+
+    expect(result).toEqual({ outcome: "timeout", last: { status: 404 } });
+    expect(Math.min(...budgets)).toBeGreaterThanOrEqual(200);
   });
 });
