@@ -74,6 +74,11 @@ interface Made {
   /** When the build started, and the step images it reported. */
   buildStartedAt: number;
   steps: StepImage[];
+  /**
+   * The build finished: its step images sit under the tagged image, and
+   * removing that tag removes them (Docker prunes untagged parents).
+   */
+  built: boolean;
 }
 
 /** Runs one deployment attempt to its end; never rejects. */
@@ -106,7 +111,7 @@ export async function runDeployment(
     logger.info(`Phase ${next}`, { commit: commitSha ?? undefined });
     io.phase(next, commitSha ?? undefined);
   };
-  const made: Made = { reusedImage: false, buildStartedAt: 0, steps: [] };
+  const made: Made = { reusedImage: false, buildStartedAt: 0, steps: [], built: false };
 
   try {
     const reusable = await reusableImage(ctx);
@@ -272,6 +277,7 @@ async function build(
     clearTimeout(timer);
     ctx.signal.removeEventListener("abort", onAbort);
   }
+  made.built = true;
   ctx.log(`Built image ${job.imageTag}`);
 }
 
@@ -294,13 +300,15 @@ async function endAttempt(
     if (!made.reusedImage && (await docker.removeImage(job.imageTag))) {
       removed.push(`image ${job.imageTag}`);
     }
-    const steps = await removeBuildLeftovers(
-      docker,
-      made.steps,
-      made.buildStartedAt,
-      ctx.logger,
-    );
-    if (steps > 0) removed.push(`${steps} build step image(s)`);
+    if (!made.built) {
+      const steps = await removeBuildLeftovers(
+        docker,
+        made.steps,
+        made.buildStartedAt,
+        ctx.logger,
+      );
+      if (steps > 0) removed.push(`${steps} build step image(s)`);
+    }
   } catch (cleanupError) {
     ctx.logger.error("Cleaning up the attempt failed", { error: cleanupError });
     ctx.log(`Cleaning up failed: ${errorMessage(cleanupError)}`, "stderr");

@@ -120,7 +120,12 @@ export async function removeBuildLeftovers(
         removed += 1;
         break;
       } catch (error) {
-        const busy = error instanceof DockerError && error.status === 409;
+        // A container of the cut-off step may still be going away; an image
+        // another build has since built on will not, so it is not waited for.
+        const busy =
+          error instanceof DockerError &&
+          error.status === 409 &&
+          /being used by/.test(error.message);
         if (!busy || Date.now() >= giveUpAt) {
           logger.debug("Kept a build step image", {
             image: image.id,

@@ -264,35 +264,39 @@ describe.concurrent("the deployment lifecycle", () => {
 
   it("keeps the images of the last 5 deployments, counting the live one however old", async () => {
     const service = await newService();
-    // Six images of earlier deployments, oldest first.
-    const tags: string[] = [];
-    const dir = await mkdtemp(path.join(tmpdir(), "aeroplane-images-"));
-    try {
-      for (let i = 0; i < 6; i++) {
+    // Six images of earlier deployments, built at once, then ordered by age.
+    const built = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
         const deploymentId = randomId("dep");
         const tag = `aeroplane-${service.serviceId}-${deploymentId}`;
-        for (const [name, content] of Object.entries(app(`image ${i}`))) {
-          await writeFile(path.join(dir, name), content);
+        const dir = await mkdtemp(path.join(tmpdir(), "aeroplane-images-"));
+        try {
+          for (const [name, content] of Object.entries(app(`image ${i}`))) {
+            await writeFile(path.join(dir, name), content);
+          }
+          await client.buildImage({
+            contextDir: dir,
+            dockerfile: "Dockerfile",
+            tag,
+            labels: aeroplaneLabels(service.serviceId, deploymentId, "candidate"),
+            onLine: () => undefined,
+          });
+        } finally {
+          await rm(dir, { recursive: true, force: true });
         }
-        await client.buildImage({
-          contextDir: dir,
-          dockerfile: "Dockerfile",
-          tag,
-          labels: aeroplaneLabels(service.serviceId, deploymentId, "candidate"),
-          onLine: () => undefined,
-        });
-        tags.push(tag);
-      }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+        const { createdAt } = (await client.inspectImage(tag))!;
+        return { tag, reply: `image ${i}`, createdAt };
+      }),
+    );
+    const oldestFirst = built.sort((a, b) => a.createdAt - b.createdAt);
+    const tags = oldestFirst.map((image) => image.tag);
 
     // Rolling back to the oldest makes it live: it stays, the next oldest goes.
     const rollback = service.job({ imageTag: tags[0] });
     const run = await deploy(rollback);
 
     expect(run.result.outcome).toBe("running");
-    expect(await service.answer()).toBe("image 0");
+    expect(await service.answer()).toBe(oldestFirst[0].reply);
     expect(text(run)).toContain(
       `Removed 1 old image(s) of this service: ${tags[1]}:latest`,
     );
