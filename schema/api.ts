@@ -66,15 +66,33 @@ const serviceFields = {
     .refine((u) => /^(https?|git|ssh|file):\/\//.test(u) || /^[\w.-]+@[\w.-]+:/.test(u), {
       // file:// is refused by runners unless started with --allow-file-repos.
       message: "must be an http(s), git, ssh or file repository URL",
-    }),
-  branch: z.string().min(1).max(255).regex(/^[^\s~^:?*[\\]+$/, "not a valid branch name"),
+    })
+    // A host (or user) starting with "-" would read as an option to ssh.
+    .refine((u) => !/^(\w+:\/\/)?([^/@]*@)?-/.test(u), {
+      message: "the host must not start with '-'",
+    })
+    .refine((u) => !/[\s\x00-\x1f]/.test(u), { message: "must not contain spaces" }),
+  branch: z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[^\s~^:?*[\\\x00-\x1f]+$/, "not a valid branch name")
+    .refine((b) => !b.startsWith("-"), { message: "must not start with '-'" }),
   rootDir: repoPath,
   dockerfilePath: repoPath.refine((p) => p.length > 0, { message: "must not be empty" }),
   internalPort: port,
   hostPort: port,
-  healthCheckPath: z.string().startsWith("/").max(500),
+  healthCheckPath: z
+    .string()
+    .max(500)
+    .regex(/^\/[^\s\x00-\x1f]*$/, "must start with / and hold no spaces or control characters"),
   runnerId: z.string().nullable(),
-  env: z.record(envName, z.string().max(32_768)),
+  env: z
+    .record(envName, z.string().max(32_768))
+    .refine((env) => Object.keys(env).length <= 200, { message: "at most 200 variables" })
+    .refine((env) => JSON.stringify(env).length <= 64 * 1024, {
+      message: "at most 64 KiB of variables in all",
+    }),
 };
 
 export const createServiceBody = z

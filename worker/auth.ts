@@ -61,6 +61,20 @@ export const requireAccess = (level: AccessLevel) =>
     await next();
   });
 
+/**
+ * Some things serve every project (runners, AI providers): only a key
+ * without a project scope may change them.
+ */
+export function assertUnscoped(key: AuthenticatedKey, what: string): void {
+  if (key.projectIds !== null) {
+    throw new ApiError(
+      403,
+      ErrorCode.forbidden,
+      `${what} serve every project; changing them needs an admin key without a project scope`,
+    );
+  }
+}
+
 export function canSeeProject(key: AuthenticatedKey, projectId: string): boolean {
   return key.projectIds === null || key.projectIds.includes(projectId);
 }

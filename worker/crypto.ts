@@ -3,19 +3,17 @@
  * variables, provider keys), with the platform's WebCrypto.
  */
 
+import { Buffer } from "node:buffer";
+
 const encoder = new TextEncoder();
 
 function toHex(bytes: ArrayBuffer): string {
   return [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function toBase64(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes));
-}
+const toBase64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
 
-function fromBase64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (ch) => ch.charCodeAt(0));
-}
+const fromBase64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "base64"));
 
 /** SHA-256 of a secret, hex. Secrets are random and long, so no salt is needed. */
 export async function hashSecret(secret: string): Promise<string> {

@@ -103,10 +103,16 @@ describe("a runner taking a job", () => {
     const building = await api("GET", `/api/deployments/${id}`, { key: reader });
     expect(building.body.deployment).toMatchObject({
       status: "building",
-      imageTag: job.imageTag,
+      imageTag: null,
       startedAt: expect.any(String),
       finishedAt: null,
     });
+    // The image tag shows once the runner has built the image.
+    socket.send({ type: "job.phase", deploymentId: id, leaseId: job.leaseId, phase: "starting" });
+    socket.send({ type: "heartbeat", leaseIds: [job.leaseId] });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const built = await api("GET", `/api/deployments/${id}`, { key: reader });
+    expect(built.body.deployment.imageTag).toBe(job.imageTag);
 
     const at = new Date().toISOString();
     const line = (seq: number) => ({ seq, line: `line ${seq}`, stream: "stdout" as const, at });

@@ -117,8 +117,10 @@ export class DeploymentLog extends DurableObject<Env> {
    * first terminal status (`running` included: the deploy is over).
    */
   async fetch(request: Request): Promise<Response> {
-    const lastEventId = Number(request.headers.get("Last-Event-ID") ?? 0);
-    const snapshot = await this.read(Number.isSafeInteger(lastEventId) ? lastEventId : 0);
+    const asked = Number(request.headers.get("Last-Event-ID") ?? 0);
+    // A cursor past the end resumes at the end, so ids never go backwards.
+    const lastEventId = Math.min(Number.isSafeInteger(asked) ? asked : 0, this.#lastId());
+    const snapshot = await this.read(lastEventId);
     const status = (this.#fact("status") ?? "queued") as DeploymentStatus;
     const initial: SseEvent[] = [
       { event: "snapshot", data: snapshot, id: snapshot.at(-1)?.id ?? lastEventId },
@@ -152,6 +154,12 @@ export class DeploymentLog extends DurableObject<Env> {
       created_at: at,
     });
     this.#hub.broadcast({ event: "log", data: logLine, id: row.id });
+  }
+
+  #lastId(): number {
+    return (
+      this.#sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM log_lines").one().id ?? 0
+    );
   }
 
   #statusEvent(status: DeploymentStatus): SseEvent {

@@ -261,8 +261,6 @@ export class RunnerChannel extends DurableObject<Env> {
         startedAt: new Date().toISOString(),
         runnerId: this.#runnerId(),
         leaseId,
-        // A redeploy names the image it reuses; anything else builds its own.
-        imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, deploymentId)})`,
       }, [{ line: `Runner ${this.#runnerId()} accepted the deployment` }]);
     } catch (error) {
       // The one-building-per-service index refused it: another build runs.
@@ -292,10 +290,16 @@ export class RunnerChannel extends DurableObject<Env> {
   }
 
   async #phase(frame: Extract<RunnerFrame, { type: "job.phase" }>) {
-    if (!frame.commitSha) return;
+    const lease = this.#lease(frame.leaseId);
+    // The image exists once the candidate starts; a redeploy named its own.
+    const imageTag =
+      frame.phase === "starting" && lease
+        ? { imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, frame.deploymentId)})` }
+        : {};
+    if (!frame.commitSha && !("imageTag" in imageTag)) return;
     await database(this.env)
       .update(deployments)
-      .set({ commitSha: frame.commitSha })
+      .set({ ...(frame.commitSha ? { commitSha: frame.commitSha } : {}), ...imageTag })
       .where(and(eq(deployments.id, frame.deploymentId), eq(deployments.leaseId, frame.leaseId)));
   }
 
@@ -338,12 +342,14 @@ export class RunnerChannel extends DurableObject<Env> {
     }
     const live = await transition(this.env, deploymentId, ["building"], "running", {
       ...commit,
+      imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(serviceId, deploymentId)})`,
       containerName: stableContainerOf(serviceId),
     });
     if (live) {
       const replaced = await database(this.env)
         .update(deployments)
-        .set({ status: "superseded", finishedAt: new Date().toISOString() })
+        // finishedAt stays: it says when that deployment's own deploy ended.
+        .set({ status: "superseded" })
         .where(
           and(
             eq(deployments.serviceId, serviceId),

@@ -4,8 +4,8 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { aiProvider, providerId, putAiProviderBody } from "../../schema/api";
-import { requireAccess } from "../auth";
-import { ApiError, ErrorCode, notFound } from "../errors";
+import { assertUnscoped, requireAccess } from "../auth";
+import { notFound } from "../errors";
 import {
   deleteProvider,
   getProvider,
@@ -14,25 +14,10 @@ import {
   putProvider,
 } from "../explain/providers";
 import { authErrors, errorResponses, jsonBody, jsonResponse } from "../openapi";
-import { newRouter, type AppContext } from "../router";
+import { newRouter } from "../router";
 
 const providerParams = z.object({ providerId });
 const tags = ["AI providers"];
-
-/**
- * Providers serve every project, and a provider's base URL receives the
- * logs of every project that asks it; so only an admin key that is not
- * limited to some projects may change them.
- */
-function assertInstallationAdmin(c: AppContext) {
-  if (c.var.apiKey.projectIds !== null) {
-    throw new ApiError(
-      403,
-      ErrorCode.forbidden,
-      "AI providers serve every project; changing them needs an admin key without a project scope",
-    );
-  }
-}
 
 const putProviderRoute = createRoute({
   method: "put",
@@ -98,7 +83,7 @@ const deleteProviderRoute = createRoute({
 
 export const aiProviderRoutes = newRouter()
   .openapi(putProviderRoute, async (c) => {
-    assertInstallationAdmin(c);
+    assertUnscoped(c.var.apiKey, "AI providers");
     const row = await putProvider(
       c.env,
       c.req.valid("param").providerId,
@@ -119,7 +104,7 @@ export const aiProviderRoutes = newRouter()
   })
 
   .openapi(deleteProviderRoute, async (c) => {
-    assertInstallationAdmin(c);
+    assertUnscoped(c.var.apiKey, "AI providers");
     if (!(await deleteProvider(c.env, c.req.valid("param").providerId))) {
       throw notFound("AI provider");
     }

@@ -7,7 +7,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { eq } from "drizzle-orm";
 import { createRunnerBody, runner } from "../../schema/api";
 import { runners } from "../../schema/tables";
-import { requireAccess } from "../auth";
+import { assertUnscoped, requireAccess } from "../auth";
 import { hashSecret } from "../crypto";
 import { runnerChannel } from "../deployments";
 import { notFound } from "../errors";
@@ -75,6 +75,7 @@ const deleteRunnerRoute = createRoute({
 
 export const runnerRoutes = newRouter()
   .openapi(createRunnerRoute, async (c) => {
+    assertUnscoped(c.var.apiKey, "Runners");
     const { name, capacity } = c.req.valid("json");
     const token = newSecret("apr");
     const [row] = await database(c.env)
@@ -103,6 +104,7 @@ export const runnerRoutes = newRouter()
   })
 
   .openapi(deleteRunnerRoute, async (c) => {
+    assertUnscoped(c.var.apiKey, "Runners");
     const { runnerId } = c.req.valid("param");
     const deleted = await database(c.env)
       .delete(runners)
