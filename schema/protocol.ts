@@ -115,6 +115,8 @@ export const runnerFrame = z.discriminatedUnion("type", [
     ok: z.boolean(),
     reason: z.string().optional(),
   }),
+  /** Everything of a deleted service is gone from this runner's Docker. */
+  z.object({ type: z.literal("service.removed"), serviceId: z.string() }),
 ]);
 export type RunnerFrame = z.infer<typeof runnerFrame>;
 
@@ -162,6 +164,11 @@ export const workerFrame = z.discriminatedUnion("type", [
   }),
   /** Nobody watches the service's runtime log any more. */
   z.object({ type: z.literal("runtime.unfollow"), serviceId: z.string() }),
+  /**
+   * The service was deleted: stop and remove its containers and images.
+   * Repeated until the runner answers `service.removed`.
+   */
+  z.object({ type: z.literal("service.remove"), serviceId: z.string() }),
 ]);
 export type WorkerFrame = z.infer<typeof workerFrame>;
 

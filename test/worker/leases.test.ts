@@ -221,3 +221,32 @@ describe("POST /api/deployments/:deploymentId/redeploy", () => {
     expect((await api("POST", "/api/deployments/dep_absent/redeploy", { key: writer })).status).toBe(404);
   });
 });
+
+describe("deleting a service", () => {
+  it("tells its runner to remove what it holds, until the runner confirms", async () => {
+    const runner = await seedRunner();
+    const { serviceId } = await seedService(runner.id);
+    const first = await ScriptedRunner.connect(runner.token);
+    first.hello();
+    await first.next("welcome");
+    expect((await api("DELETE", `/api/services/${serviceId}`, { key: writer })).status).toBe(204);
+    expect((await first.next("service.remove")).serviceId).toBe(serviceId);
+    first.close();
+
+    // Not confirmed: asked again after the reconnect.
+    const second = await ScriptedRunner.connect(runner.token);
+    second.hello();
+    await second.next("welcome");
+    expect((await second.next("service.remove")).serviceId).toBe(serviceId);
+    second.send({ type: "service.removed", serviceId });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    second.close();
+
+    const third = await ScriptedRunner.connect(runner.token);
+    third.hello();
+    await third.next("welcome");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(third.pending("service.remove")).toEqual([]);
+    third.close();
+  });
+});

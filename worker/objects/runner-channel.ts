@@ -75,6 +75,7 @@ export class RunnerChannel extends DurableObject<Env> {
         expires_at INTEGER NOT NULL
       );
       CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS service_removals (service_id TEXT PRIMARY KEY);
     `);
   }
 
@@ -123,6 +124,18 @@ export class RunnerChannel extends DurableObject<Env> {
         this.#send({ type: "job.abort", deploymentId, leaseId: lease.lease_id });
       }
     });
+  }
+
+  /**
+   * The service was deleted: the runner removes its containers and images.
+   * Kept until the runner confirms, and repeated after each reconnect.
+   */
+  async removeService(serviceId: string): Promise<void> {
+    this.#sql.exec(
+      "INSERT INTO service_removals (service_id) VALUES (?) ON CONFLICT DO NOTHING",
+      serviceId,
+    );
+    this.#send({ type: "service.remove", serviceId });
   }
 
   /** Closes the runner's socket, e.g. because the runner was removed. */
@@ -188,6 +201,9 @@ export class RunnerChannel extends DurableObject<Env> {
         return this.#runtimeLogs.logs(frame.serviceId, frame.lines);
       case "runtime.end":
         return this.#runtimeLogs.end(frame.serviceId, frame.ok, frame.reason);
+      case "service.removed":
+        this.#sql.exec("DELETE FROM service_removals WHERE service_id = ?", frame.serviceId);
+        return;
     }
   }
 
@@ -235,6 +251,10 @@ export class RunnerChannel extends DurableObject<Env> {
       unknownLeaseIds,
       orphanDeploymentIds: await this.#orphans(frame.inventory),
     });
+    const removals = this.#sql
+      .exec<{ service_id: string }>("SELECT service_id FROM service_removals")
+      .toArray();
+    for (const { service_id } of removals) this.#send({ type: "service.remove", serviceId: service_id });
     await this.#dispatch();
   }
 

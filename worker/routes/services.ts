@@ -9,6 +9,7 @@ import { createServiceBody, service, updateServiceBody } from "../../schema/api"
 import { deployments, runners, services } from "../../schema/tables";
 import { requireAccess } from "../auth";
 import { seal } from "../crypto";
+import { runnerChannel, runnerIdFor } from "../deployments";
 import { conflict, notFound } from "../errors";
 import {
   hostPortConflict,
@@ -230,8 +231,15 @@ export const serviceRoutes = newRouter()
   })
 
   .openapi(deleteServiceRoute, async (c) => {
-    const { id } = await findService(c, c.req.valid("param").serviceId);
+    const service = await findService(c, c.req.valid("param").serviceId);
+    const { id } = service;
     const db = database(c.env);
+    // Every runner that may hold something of the service, read before the
+    // cascade deletes the deployments that name them.
+    const ran = await db
+      .selectDistinct({ runnerId: deployments.runnerId })
+      .from(deployments)
+      .where(eq(deployments.serviceId, id));
     // One statement, so a deployment queued meanwhile cannot be cascaded away.
     const unfinished = db
       .select()
@@ -251,5 +259,11 @@ export const serviceRoutes = newRouter()
         "This service has a deployment queued or building; wait for it or abort it first",
       );
     }
+    const runnerIds = new Set([await runnerIdFor(c.env, service), ...ran.map((r) => r.runnerId)]);
+    await Promise.all(
+      [...runnerIds]
+        .filter((runnerId): runnerId is string => runnerId !== null)
+        .map((runnerId) => runnerChannel(c.env, runnerId).removeService(id)),
+    );
     return c.body(null, 204);
   });
