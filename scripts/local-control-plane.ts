@@ -5,7 +5,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const projectRoot = fileURLToPath(new URL("..", import.meta.url));
@@ -22,7 +24,10 @@ export type ControlPlaneOptions = {
   port: number;
   /** Directory for D1 and Durable Object state; survives restarts. */
   persistDir: string;
-  /** Worker variables and secrets, e.g. BOOTSTRAP_TOKEN. */
+  /**
+   * Worker variables and secrets, e.g. BOOTSTRAP_TOKEN. They reach wrangler
+   * through a 0600 env file, not its arguments, which any user can read.
+   */
   vars: Record<string, string>;
   /** Where wrangler's output goes; defaults to this process's stderr. */
   output?: "inherit" | "ignore" | "pipe";
@@ -61,7 +66,15 @@ export class ControlPlane {
   /** Starts wrangler dev and resolves once the Worker answers. */
   async start(): Promise<void> {
     const { port, persistDir, vars, output = "inherit" } = this.options;
-    const varArgs = Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+    mkdirSync(persistDir, { recursive: true });
+    const envFile = join(persistDir, "worker.env");
+    writeFileSync(
+      envFile,
+      Object.entries(vars)
+        .map(([key, value]) => `${key}=${JSON.stringify(value)}\n`)
+        .join(""),
+      { mode: 0o600 },
+    );
     this.#child = spawn(
       wranglerBin,
       [
@@ -71,7 +84,7 @@ export class ControlPlane {
         "--persist-to", persistDir,
         "--show-interactive-dev-session=false",
         "--inspector-port", String(await freePort()),
-        ...varArgs,
+        "--env-file", envFile,
       ],
       {
         cwd: projectRoot,

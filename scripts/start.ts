@@ -25,6 +25,7 @@ type LocalInstall = {
   bootstrapToken: string;
   encryptionKey: string;
   apiKey?: string;
+  runnerId?: string;
   runnerToken?: string;
   exampleServiceId?: string;
 };
@@ -92,10 +93,25 @@ async function setUpFirstRun(url: string, install: LocalInstall): Promise<void> 
     install.apiKey = secret;
     saveInstall(install);
   }
-  if (!install.runnerToken) {
-    const { token } = await call<{ token: string }>(url, install.apiKey, "POST", "/api/runners", {
-      name: "local",
+  if (install.runnerId) {
+    // An admin may have removed the local runner; its token is dead then.
+    const res = await fetch(`${url}/api/runners/${install.runnerId}`, {
+      headers: { Authorization: `Bearer ${install.apiKey}` },
     });
+    if (res.status === 404) {
+      say("The local runner was removed; registering it again…");
+      install.runnerId = install.runnerToken = undefined;
+    }
+  }
+  if (!install.runnerToken) {
+    const { runner, token } = await call<{ runner: { id: string }; token: string }>(
+      url,
+      install.apiKey,
+      "POST",
+      "/api/runners",
+      { name: "local" },
+    );
+    install.runnerId = runner.id;
     install.runnerToken = token;
     saveInstall(install);
   }
