@@ -5,6 +5,7 @@
  */
 import net from "node:net";
 import { describe, expect, it } from "vitest";
+import { createRedactor } from "../../runner/redact.js";
 import { settleSwap } from "../../runner/settle.js";
 import {
   app,
@@ -299,11 +300,16 @@ describe.concurrent("runDeployment", () => {
     await service.repo.commit(app("v1", { cmd: leak }), "leaky app");
     const secret = "s3cret-token-value";
 
-    const run = await deploy(service.job({ env: { API_TOKEN: secret, SHORT: "abc" } }));
+    const run = await deploy(
+      service.job({ env: { API_TOKEN: secret, MODE: "exit", GREETING: "Step" } }),
+    );
 
     expect(run.result.outcome).toBe("failed");
-    expect(text(run)).toContain("token=***");
+    expect(text(run)).toContain("token=[redacted:API_TOKEN]");
     expect(JSON.stringify(run)).not.toContain(secret);
+    // Ordinary short values leave the log alone.
+    expect(text(run).some((line) => /^Step 1\/\d+ : FROM /.test(line))).toBe(true);
+    expect(run.result.reason).toMatch(/^The app exited with code 1 /);
   });
 
   it("fails clearly on a missing branch, root directory or Dockerfile", async () => {
@@ -358,5 +364,59 @@ describe.concurrent("runDeployment", () => {
     expect(run.result.outcome).toBe("running");
     expect(text(run)).toContain("context: .dockerignore,docker,server.js");
     expect(await service.answer()).toBe("from a subdirectory");
+  });
+});
+
+describe("createRedactor", () => {
+  it("leaves words alone that merely contain a short, ordinary value", () => {
+    const redact = createRedactor({ MODE: "exit", GREETING: "Step", PORT: "3000" });
+
+    expect(redact("exiting")).toBe("exiting");
+    expect(redact("The app exited with code 4 during the health check")).toBe(
+      "The app exited with code 4 during the health check",
+    );
+    expect(redact("Step 1/4 : FROM aeroplane-test/node:local")).toBe(
+      "Step 1/4 : FROM aeroplane-test/node:local",
+    );
+    expect(redact("listening on 3000")).toBe("listening on 3000");
+  });
+
+  it("hides values of 8 characters or more anywhere, naming the variable", () => {
+    const redact = createRedactor({
+      DATABASE_URL: "postgres://db.internal/app",
+      RELEASE: "blue-falcon",
+    });
+
+    expect(redact("connecting to postgres://db.internal/app now")).toBe(
+      "connecting to [redacted:DATABASE_URL] now",
+    );
+    expect(redact("x-blue-falconry")).toBe("x-[redacted:RELEASE]ry");
+  });
+
+  it("hides a short value under a secret-like name, but only as a word of its own", () => {
+    const redact = createRedactor({
+      DB_Password: "hunter",
+      api_key: "k3y9",
+      SESSION_ID: "abc",
+      NAME: "hunter2x",
+    });
+
+    expect(redact("password is hunter, not hunters")).toBe(
+      "password is [redacted:DB_Password], not hunters",
+    );
+    expect(redact("key=k3y9;")).toBe("key=[redacted:api_key];");
+    // Too short to hide even under a secret name.
+    expect(redact("session abc")).toBe("session abc");
+    // The longer value wins where both match.
+    expect(redact("hunter2x")).toBe("[redacted:NAME]");
+  });
+
+  it("never searches a replacement again, and still hides URL credentials", () => {
+    const redact = createRedactor({ TOKEN: "redacted", OTHER_SECRET: "TOKEN" });
+
+    expect(redact("redacted TOKEN")).toBe("[redacted:TOKEN] [redacted:OTHER_SECRET]");
+    expect(redact("cloning https://user:pw@git.example.com/app")).toBe(
+      "cloning https://***@git.example.com/app",
+    );
   });
 });
