@@ -23,7 +23,7 @@ import {
   type DockerClient,
   type OutputStream,
 } from "./docker.js";
-import { checkout, GitError } from "./git.js";
+import { checkout, CommitNotFoundError, GitError } from "./git.js";
 import { keepRecentImages, removeBuildLeftovers } from "./images.js";
 import { createLogger, errorMessage, stderrSink } from "./logger.js";
 import { createRedactor } from "./redact.js";
@@ -206,6 +206,8 @@ async function clone(
     ctx.log(`Checked out ${sha}`);
     return sha;
   } catch (error) {
+    // It names the commit, the repository and the branch: enough on its own.
+    if (error instanceof CommitNotFoundError) throw new DeployFailure(error.message);
     if (error instanceof GitError)
       throw new DeployFailure(`Clone failed: ${error.message}`);
     throw error;

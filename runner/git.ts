@@ -34,6 +34,11 @@ export class GitError extends Error {
   override name = "GitError";
 }
 
+/** The commit to deploy is not in the repository; the message says which. */
+export class CommitNotFoundError extends GitError {
+  override name = "CommitNotFoundError";
+}
+
 /** Clones `branch` (or fetches `commitSha`) into `dir`; returns the full sha. */
 export async function checkout(options: CheckoutOptions): Promise<string> {
   const { repoUrl, branch, commitSha, dir } = options;
@@ -82,6 +87,9 @@ export async function checkout(options: CheckoutOptions): Promise<string> {
     const refspec = `+refs/heads/${branch}:refs/remotes/origin/${branch}`;
     await runGit(["-C", dir, "fetch", "--no-tags", "origin", refspec], options);
   }
+  // Resolved first: git checks out a name it cannot resolve as a path, and
+  // says only "--detach does not take a path argument".
+  const sha = await resolveCommit(options, commitSha);
   await runGit(
     [
       "-C",
@@ -91,11 +99,33 @@ export async function checkout(options: CheckoutOptions): Promise<string> {
       "checkout",
       "--quiet",
       "--detach",
-      `${commitSha}^{commit}`,
+      sha,
     ],
     options,
   );
   return resolveHead(options);
+}
+
+/** The full sha of `commitSha` among what was fetched; a GitError naming it if absent. */
+async function resolveCommit(
+  options: CheckoutOptions,
+  commitSha: string,
+): Promise<string> {
+  const { dir, repoUrl, branch } = options;
+  const resolved = await runGit(
+    ["-C", dir, "rev-parse", "--verify", "--quiet", `${commitSha}^{commit}`],
+    options,
+  ).catch((error: unknown) => {
+    if (options.signal.aborted) throw error;
+    return "";
+  });
+  const sha = resolved.trim();
+  if (!/^[0-9a-f]{40,64}$/.test(sha)) {
+    throw new CommitNotFoundError(
+      `Commit ${commitSha} not found in ${redactUrlCredentials(repoUrl)} (branch ${branch})`,
+    );
+  }
+  return sha;
 }
 
 async function resolveHead(options: CheckoutOptions): Promise<string> {

@@ -341,6 +341,25 @@ describe.concurrent("runDeployment", () => {
     );
   });
 
+  it("fails on a commit the repository does not have, naming it, the repository and the branch", async () => {
+    const service = await newService();
+    await service.repo.commit(app("v1"), "first version");
+    const missing = "deadbeef".repeat(5);
+
+    const full = await deploy(service.job({ commitSha: missing }));
+    expect(full.result.outcome).toBe("failed");
+    expect(full.result.reason).toBe(
+      `Commit ${missing} not found in ${service.repo.url} (branch main)`,
+    );
+    expect(full.lines.at(-1)).toEqual({ line: full.result.reason, stream: "stderr" });
+
+    // An abbreviated sha is looked for in the branch's history.
+    const short = await deploy(service.job({ commitSha: "deadbee" }));
+    expect(short.result.reason).toBe(
+      `Commit deadbee not found in ${service.repo.url} (branch main)`,
+    );
+  });
+
   it("builds from rootDir, with the Dockerfile relative to it, honouring .dockerignore", async () => {
     const service = await newService();
     const listContext = `RUN ["node", "-e", "console.log('context: ' + require('fs').readdirSync('.'))"]`;
