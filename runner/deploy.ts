@@ -1,6 +1,9 @@
 /**
  * One deployment attempt: clone → build → candidate → health check → swap.
  *
+ * First of all the service's host port must be free (or its own): anything
+ * else holding it would only be found at the swap, after the whole build.
+ *
  * When the job's image already exists (a redeploy names the image of a
  * deployment that went live), clone and build are skipped.
  *
@@ -24,6 +27,7 @@ import {
   type OutputStream,
 } from "./docker.js";
 import { checkout, CommitNotFoundError, GitError } from "./git.js";
+import { hostPortHolder } from "./host-port.js";
 import { keepRecentImages, removeBuildLeftovers } from "./images.js";
 import { createLogger, errorMessage, stderrSink } from "./logger.js";
 import { createRedactor } from "./redact.js";
@@ -114,6 +118,7 @@ export async function runDeployment(
   const made: Made = { reusedImage: false, buildStartedAt: 0, steps: [], built: false };
 
   try {
+    await checkHostPort(ctx);
     const reusable = await reusableImage(ctx);
     if (reusable) {
       made.reusedImage = true;
@@ -137,6 +142,23 @@ export async function runDeployment(
     const ending = await endAttempt(ctx, made, error);
     return { ...ending, commitSha, reason: redact(ending.reason) };
   }
+}
+
+/**
+ * Fails at once when something other than the service's own container holds
+ * its host port, rather than at the swap after a whole build. Under the
+ * service's lock, so the probe never meets a swap or rollback binding it.
+ */
+async function checkHostPort(ctx: AttemptContext): Promise<void> {
+  const { job, docker } = ctx;
+  const holder = await withServiceLock(job.serviceId, () =>
+    hostPortHolder(docker, job.serviceId, job.hostPort),
+  );
+  if (holder === null) return;
+  throw new DeployFailure(
+    `Host port ${job.hostPort} is already in use on this host by ${holder}; ` +
+      `choose another hostPort (PATCH /api/services/${job.serviceId})`,
+  );
 }
 
 /** The job's image when it exists already and is this service's; else null. */

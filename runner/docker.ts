@@ -94,6 +94,8 @@ export interface ContainerState {
   restartPolicy: string;
   /** Address on the default bridge network; null when not running. */
   ipAddress: string | null;
+  /** The host ports it is configured to publish (TCP), running or not. */
+  hostPorts: number[];
   labels: Record<string, string>;
 }
 
@@ -104,6 +106,8 @@ export interface ContainerSummary {
   /** The id of the container's image, `sha256:…`. */
   imageId: string;
   state: string;
+  /** The host TCP ports it publishes now (only a running container has any). */
+  publishedPorts: number[];
   labels: Record<string, string>;
 }
 
@@ -303,6 +307,7 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
         exitCode: info.State.ExitCode,
         restartPolicy: info.HostConfig.RestartPolicy?.Name || "no",
         ipAddress: info.State.Running ? ipAddress : null,
+        hostPorts: tcpHostPorts(info.HostConfig.PortBindings),
         labels: info.Config.Labels ?? {},
       };
     },
@@ -370,6 +375,13 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
         image: item.Image,
         imageId: item.ImageID,
         state: item.State,
+        publishedPorts: [
+          ...new Set(
+            (item.Ports ?? [])
+              .filter((port) => port.Type === "tcp" && port.PublicPort)
+              .map((port) => port.PublicPort),
+          ),
+        ],
         labels: item.Labels ?? {},
       }));
     },
@@ -425,6 +437,20 @@ export function createDockerClient(options: { socketPath?: string } = {}): Docke
       );
     },
   };
+}
+
+/** The host ports of `{"3000/tcp": [{HostPort: "20000"}]}`-shaped bindings. */
+function tcpHostPorts(bindings: unknown): number[] {
+  const ports = new Set<number>();
+  const entries = Object.entries((bindings ?? {}) as Record<string, unknown>);
+  for (const [containerPort, hosts] of entries) {
+    if (!containerPort.endsWith("/tcp") || !Array.isArray(hosts)) continue;
+    for (const host of hosts as { HostPort?: string }[]) {
+      const port = Number(host?.HostPort);
+      if (Number.isInteger(port) && port > 0) ports.add(port);
+    }
+  }
+  return [...ports];
 }
 
 /** Why Docker cannot be reached, and what the operator can do about it. */

@@ -7,6 +7,7 @@ import net from "node:net";
 import { describe, expect, it } from "vitest";
 import { createRedactor } from "../../runner/redact.js";
 import { settleSwap } from "../../runner/settle.js";
+import { baseImage } from "./support/docker-fixtures.js";
 import {
   app,
   client,
@@ -271,7 +272,7 @@ describe.concurrent("runDeployment", () => {
     expect(await imageExists(job.imageTag)).toBe(false);
   });
 
-  it("fails when the host port is taken, leaving nothing behind", async () => {
+  it("fails before cloning when another process holds the host port, saying how to fix it", async () => {
     const service = await newService();
     await service.repo.commit(app("v1"), "first version");
     const squatter = net.createServer();
@@ -282,16 +283,48 @@ describe.concurrent("runDeployment", () => {
       const job = service.job();
       const run = await deploy(job);
       expect(run.result.outcome).toBe("failed");
-      expect(run.result.reason).toMatch(
-        new RegExp(
-          `^Could not start aeroplane-${service.serviceId}-stable: .*address already in use`,
-        ),
+      expect(run.result.reason).toBe(
+        `Host port ${service.hostPort} is already in use on this host by another ` +
+          `process; choose another hostPort (PATCH /api/services/${service.serviceId})`,
       );
+      expect(run.lines).toEqual([{ line: run.result.reason, stream: "stderr" }]);
+      expect(run.phases).toEqual([]);
       expect(await service.containers()).toEqual([]);
       expect(await imageExists(job.imageTag)).toBe(false);
     } finally {
       squatter.close();
     }
+  });
+
+  it("names the container that publishes the host port, and deploys once it is gone", async () => {
+    const service = await newService();
+    await service.repo.commit(app("v1"), "first version");
+    const name = `squatter-${service.serviceId}`;
+    const squatter = await docker.createContainer({
+      name,
+      Image: baseImage,
+      Cmd: ["node", "-e", "setInterval(() => {}, 1000)"],
+      ExposedPorts: { "8080/tcp": {} },
+      HostConfig: {
+        PortBindings: { "8080/tcp": [{ HostPort: String(service.hostPort) }] },
+      },
+    });
+    try {
+      await squatter.start();
+      const blocked = await deploy(service.job());
+      expect(blocked.result.reason).toBe(
+        `Host port ${service.hostPort} is already in use on this host by ${name}; ` +
+          `choose another hostPort (PATCH /api/services/${service.serviceId})`,
+      );
+    } finally {
+      await squatter.remove({ force: true });
+    }
+
+    // The service's own -stable holds the port from now on; that is no conflict.
+    expect((await deploy(service.job())).result.outcome).toBe("running");
+    await service.repo.commit(app("v2"), "second version");
+    expect((await deploy(service.job())).result.outcome).toBe("running");
+    expect(await service.answer()).toBe("v2");
   });
 
   it("redacts environment values from every log line and the reason", async () => {
