@@ -12,12 +12,13 @@
  * container and the image this attempt built (never a reused one) and leaves
  * the live container untouched; on failure the reason is the log's last line.
  */
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Job, JobPhase } from "../schema/protocol.js";
 import type { StepImage } from "./build-progress.js";
 import { checkCandidate, seconds, startCandidate } from "./candidate.js";
+import { makeCloneDir } from "./clone-dirs.js";
 import { systemClock, type Clock } from "./clock.js";
 import {
   aeroplaneLabels,
@@ -177,7 +178,7 @@ async function cloneAndBuild(
   made: Made,
   phase: (next: JobPhase, commitSha?: string) => void,
 ): Promise<string> {
-  const workDir = await mkdtemp(path.join(io.workDir ?? tmpdir(), "aeroplane-"));
+  const workDir = await makeCloneDir(io.workDir ?? tmpdir(), io.runnerMark);
   try {
     phase("cloning");
     const repoDir = path.join(workDir, "repo");

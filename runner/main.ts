@@ -6,9 +6,11 @@
  * (AEROPLANE_URL, AEROPLANE_RUNNER_TOKEN, AEROPLANE_RUNNER_CAPACITY).
  */
 import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Agent } from "./agent.js";
+import { removeStaleCloneDirs } from "./clone-dirs.js";
 import { ControlConnection } from "./connection.js";
 import { createDockerClient } from "./docker.js";
 import { createLogger, errorMessage } from "./logger.js";
@@ -94,6 +96,8 @@ export interface RunningRunner {
 export async function startRunner(settings: RunnerSettings): Promise<RunningRunner> {
   const docker = createDockerClient({ socketPath: settings.dockerSocket });
   const runnerMark = runnerMarkOf(settings.token);
+  // A predecessor killed mid-clone left its directory; ours all come later.
+  await removeStaleCloneDirs(tmpdir(), runnerMark, performance.timeOrigin);
   const agent = new Agent({
     capacity: settings.capacity,
     version: packageVersion(),

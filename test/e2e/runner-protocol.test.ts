@@ -5,7 +5,12 @@
  * says. (test/e2e/deploy.test.ts covers the runner against the real Worker.)
  */
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { once } from "node:events";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import Docker from "dockerode";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, type Job, type RunnerFrame } from "../../schema/protocol.js";
@@ -18,6 +23,8 @@ import {
 import { createDockerClient } from "../../runner/docker.js";
 import { parseRunnerArgs } from "../../runner/main.js";
 import { Outbox } from "../../runner/outbox.js";
+import { runnerMarkOf } from "../../runner/reconcile.js";
+import { freePort } from "../../scripts/local-control-plane.js";
 import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures.js";
 import { servedRepository } from "./support/git-server.js";
 import { ScriptedControlPlane } from "./support/scripted-control-plane.js";
@@ -398,9 +405,73 @@ describe("the runner protocol client", () => {
   });
 });
 
+/** A runner process on `url`, killed when the test ends if it still runs. */
+function spawnRunner(url: string, token: string, env: NodeJS.ProcessEnv = {}) {
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "runner/main.ts", "--url", url, "--token", token],
+    { env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn", ...env }, stdio: "inherit" },
+  );
+  const exited = once(child, "exit") as Promise<[number | null, string | null]>;
+  running.push({ stop: async () => void child.kill("SIGKILL") });
+  return { child, exited };
+}
+
+/** A git:// server that accepts connections and never answers: a clone hangs. */
+async function silentGitServer() {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.resume();
+    socket.on("error", () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  running.push({
+    stop: async () => {
+      // git runs in its own process group and outlives a killed runner;
+      // losing its connection is what makes it give up.
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  });
+  return `git://127.0.0.1:${port}/app`;
+}
+
 describe("the runner process", () => {
   const serviceId = `svc_sigterm${process.pid}`;
   afterAll(() => removeServices([serviceId]));
+
+  it("removes, when it starts, the clone directory a predecessor killed by SIGKILL left", async () => {
+    const tmp = await mkdtemp(path.join(tmpdir(), "aeroplane-test-tmp-"));
+    running.push({ stop: () => rm(tmp, { recursive: true, force: true }) });
+    const plane = await ScriptedControlPlane.start();
+    running.push(plane);
+    const token = `apr_${randomBytes(12).toString("hex")}`;
+    const prefix = `aeroplane-${runnerMarkOf(token)}-`;
+    const clones = async () => (await readdir(tmp)).filter((n) => n.startsWith(prefix));
+
+    const killed = spawnRunner(plane.url, token, { TMPDIR: tmp });
+    await plane.welcome(0);
+    const job = { ...testJob(7), repoUrl: await silentGitServer() };
+    job.hostPort = await freePort();
+    await plane.startJob(job);
+    await plane.next("logs", 0, (frame) =>
+      frame.lines.some((line) => line.line.startsWith("Cloning ")),
+    );
+    const left = await clones();
+    expect(left).toHaveLength(1);
+    killed.child.kill("SIGKILL");
+    await killed.exited;
+    expect(await clones()).toEqual(left);
+
+    const from = plane.frames.length;
+    const next = spawnRunner(plane.url, token, { TMPDIR: tmp });
+    await plane.next("hello", from);
+    expect(await clones()).toEqual([]);
+    next.child.kill("SIGTERM");
+    expect((await next.exited)[0]).toBe(0);
+  });
 
   it("on SIGTERM aborts the running deployment, cleans up, reports it and exits", async () => {
     await ensureBaseImage();

@@ -5,11 +5,20 @@
  * a swap the control plane refuses.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import {
+  mkdir,
+  mkdtemp,
+  readdir,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it, type TestContext } from "vitest";
 import { Agent, type RunJob } from "../../runner/agent.js";
+import { removeStaleCloneDirs } from "../../runner/clone-dirs.js";
 import { ControlConnection } from "../../runner/connection.js";
 import { aeroplaneLabels, type ContainerRole } from "../../runner/docker.js";
 import { startRunner } from "../../runner/main.js";
@@ -373,3 +382,43 @@ function heldJob(serviceId: string, deploymentId: string) {
     healthCheckTimeoutMs: 10_000,
   };
 }
+
+describe("stale clone directories", () => {
+  it("are removed only when this runner's mark names them and they predate its start", async ({
+    onTestFinished,
+  }) => {
+    const base = await mkdtemp(path.join(tmpdir(), "aeroplane-test-clones-"));
+    onTestFinished(() => rm(base, { recursive: true, force: true }));
+    const mark = runnerMarkOf("apr_mine");
+    const other = runnerMarkOf("apr_other");
+    const startedAt = Date.now();
+    const hourAgo = new Date(startedAt - 3_600_000);
+    const make = async (name: string, old: boolean) => {
+      await mkdir(path.join(base, name, "repo"), { recursive: true });
+      await writeFile(path.join(base, name, "repo", "Dockerfile"), "FROM scratch\n");
+      if (old) await utimes(path.join(base, name), hourAgo, hourAgo);
+    };
+    await make(`aeroplane-${mark}-Ab12Cd`, true);
+    // A clone this process started: in use.
+    await make(`aeroplane-${mark}-Ef34Gh`, false);
+    // Another runner's, however old: perhaps still in use.
+    await make(`aeroplane-${other}-Ij56Kl`, true);
+    await make(`aeroplane-${mark}-notmkdtemp`, true);
+    await writeFile(path.join(base, `aeroplane-${mark}-file01`), "");
+    await utimes(path.join(base, `aeroplane-${mark}-file01`), hourAgo, hourAgo);
+    await symlink(tmpdir(), path.join(base, `aeroplane-${mark}-link01`));
+
+    const removed = await removeStaleCloneDirs(base, mark, startedAt);
+
+    expect(removed).toEqual([path.join(base, `aeroplane-${mark}-Ab12Cd`)]);
+    expect((await readdir(base)).sort()).toEqual(
+      [
+        `aeroplane-${mark}-Ef34Gh`,
+        `aeroplane-${mark}-file01`,
+        `aeroplane-${mark}-link01`,
+        `aeroplane-${mark}-notmkdtemp`,
+        `aeroplane-${other}-Ij56Kl`,
+      ].sort(),
+    );
+  });
+});
