@@ -4,6 +4,11 @@
  *
  * It only moves frames. Parsing happens on arrival against the shared zod
  * schemas; what a frame means is the agent's business.
+ *
+ * Three answers end it for good instead of a reconnect, because retrying
+ * cannot change them: another runner connected with the same token (the
+ * newest connection wins; two runners retrying would take turns forever),
+ * the runner was removed, or the token is refused at the handshake.
  */
 import WebSocket from "ws";
 import {
@@ -38,6 +43,11 @@ export interface ConnectionOptions {
   pingIntervalMs?: number;
   /** For tests: a deterministic source of jitter. */
   random?: () => number;
+  /**
+   * Called once, instead of a reconnect, when the control plane ends this
+   * runner's connection for good; `reason` says why, for the operator.
+   */
+  onEnded?: (reason: string) => void;
 }
 
 /** `https://host/base` → `wss://host/base/api/runners/connect`. */
@@ -64,12 +74,21 @@ export function backoffDelay(
 
 /** Close codes the control plane uses, worth a clear word in the log. */
 const closeReasons: Record<number, string> = {
-  4000: "another runner connected with the same token",
   4001: "the control plane rejected a frame or the protocol version",
 };
 
+/** Close codes after which reconnecting is pointless, and what to tell the operator. */
+const finalCloses: Record<number, string> = {
+  4000: "Another runner connected with this token; this one stops",
+  4003: "The control plane removed this runner; register the runner again to use this host",
+};
+
+/** Said when the handshake is answered 401. */
+const tokenRefused =
+  "The control plane refused this runner's token; register the runner again";
+
 export class ControlConnection {
-  readonly #options: Required<ConnectionOptions>;
+  readonly #options: Required<Omit<ConnectionOptions, "onEnded">> & ConnectionOptions;
   readonly #url: string;
   #socket: WebSocket | null = null;
   #attempt = 0;
@@ -116,6 +135,8 @@ export class ControlConnection {
     this.#socket = socket;
     let openedAt: number | null = null;
     let pingTimer: ReturnType<typeof setInterval> | undefined;
+    /** Why this connection ends the runner's, when it does. */
+    let final: string | null = null;
 
     socket.on("open", () => {
       openedAt = Date.now();
@@ -137,19 +158,22 @@ export class ControlConnection {
     });
 
     socket.on("error", (error) => {
-      log.warn(explainError(error), { url: this.#url });
+      if (handshakeStatus(error) === 401) final = tokenRefused;
+      else log.warn(explainError(error), { url: this.#url });
     });
 
     socket.on("close", (code, reason) => {
       clearInterval(pingTimer);
       if (this.#socket === socket) this.#socket = null;
+      final ??= finalCloses[code] ?? null;
       if (openedAt !== null) {
         const why = closeReasons[code] ?? (reason.toString() || `code ${code}`);
-        if (this.#stopped) log.info("Disconnected from the control plane");
+        if (this.#stopped || final) log.info("Disconnected from the control plane");
         else log.warn("Disconnected from the control plane", { reason: why });
         handlers.disconnected();
         if (Date.now() - openedAt >= this.#options.stableAfterMs) this.#attempt = 0;
       }
+      if (final && !this.#stopped) return this.#end(final);
       this.#scheduleReconnect();
     });
   }
@@ -181,6 +205,13 @@ export class ControlConnection {
     }, this.#options.pingIntervalMs);
   }
 
+  /** Stops for good: no reconnect; the owner decides what the process does. */
+  #end(reason: string): void {
+    this.#stopped = true;
+    log.error(reason, { url: this.#url });
+    this.#options.onEnded?.(reason);
+  }
+
   #scheduleReconnect(): void {
     if (this.#stopped) return;
     const { baseDelayMs, maxDelayMs, random } = this.#options;
@@ -191,13 +222,20 @@ export class ControlConnection {
   }
 }
 
+/** The HTTP status that answered the WebSocket handshake, when it failed on one. */
+function handshakeStatus(error: Error): number | null {
+  const status = /Unexpected server response: (\d+)/.exec(error.message)?.[1];
+  return status ? Number(status) : null;
+}
+
 /** Turns the handshake's raw errors into what an operator can act on. */
 function explainError(error: Error): string {
-  const status = /Unexpected server response: (\d+)/.exec(error.message)?.[1];
-  if (status === "401" || status === "403") {
-    return `The control plane refused the runner token (HTTP ${status}); check --token or AEROPLANE_RUNNER_TOKEN`;
+  const status = handshakeStatus(error);
+  // 403 may come from a proxy in front of the control plane, so it is retried.
+  if (status === 403) {
+    return "The control plane refused the runner token (HTTP 403); check --token or AEROPLANE_RUNNER_TOKEN";
   }
-  if (status === "404") {
+  if (status === 404) {
     return "The control plane has no runner endpoint at this URL (HTTP 404); check --url or AEROPLANE_URL";
   }
   return `Control connection failed: ${errorMessage(error)}`;

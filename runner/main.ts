@@ -85,9 +85,23 @@ function packageVersion(): string {
   return (JSON.parse(manifest) as { version: string }).version;
 }
 
+/**
+ * The exit code after the control plane shut this runner out: replaced by a
+ * newer runner with the same token, removed, or its token refused.
+ * Restarting cannot help (a restarted runner would only replace the newer
+ * one, and the two would take turns), so a service manager should not:
+ * systemd's `RestartPreventExitStatus=78`. 78 is sysexits' EX_CONFIG.
+ */
+export const shutOutExitCode = 78;
+
 export interface RunningRunner {
   agent: Agent;
   connection: ControlConnection;
+  /**
+   * Resolves with the reason when the control plane ended the connection
+   * for good; the runner no longer reconnects, and should stop.
+   */
+  ended: Promise<string>;
   /** Aborts running jobs (bounded by `timeoutMs`), then closes the socket. */
   stop(timeoutMs?: number): Promise<void>;
 }
@@ -116,10 +130,13 @@ export async function startRunner(settings: RunnerSettings): Promise<RunningRunn
     );
   }
 
+  let end!: (reason: string) => void;
+  const ended = new Promise<string>((resolve) => (end = resolve));
   const connection = new ControlConnection({
     url: settings.url,
     token: settings.token,
     handlers: agent,
+    onEnded: end,
   });
   connection.start();
   log.info("Runner started", { url: settings.url, capacity: settings.capacity });
@@ -127,6 +144,7 @@ export async function startRunner(settings: RunnerSettings): Promise<RunningRunn
   return {
     agent,
     connection,
+    ended,
     async stop(timeoutMs = 10_000) {
       await agent.shutdown(timeoutMs);
       await connection.stop();
@@ -149,23 +167,31 @@ async function main(): Promise<void> {
 
   const runner = await startRunner(settings);
   let stopping = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (stopping) {
-      log.warn(`Second ${signal}: exiting without cleaning up`);
-      process.exit(1);
-    }
+  /** Aborts the jobs as cleanly as time allows, then exits with `code`. */
+  const stop = (code: number) => {
     stopping = true;
-    log.info(`${signal}: aborting running jobs and disconnecting`);
     runner.stop().then(
-      () => process.exit(0),
+      () => process.exit(code),
       (error) => {
         log.error("Stopping failed", { error });
         process.exit(1);
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn(`Second ${signal}: exiting without cleaning up`);
+      process.exit(1);
+    }
+    log.info(`${signal}: aborting running jobs and disconnecting`);
+    stop(0);
+  };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // The connection has said why (runner:ws); only the jobs are left to stop.
+  void runner.ended.then(() => {
+    if (!stopping) stop(shutOutExitCode);
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

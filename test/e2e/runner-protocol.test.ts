@@ -405,16 +405,27 @@ describe("the runner protocol client", () => {
   });
 });
 
-/** A runner process on `url`, killed when the test ends if it still runs. */
+/**
+ * A runner process on `url`, killed when the test ends if it still runs;
+ * `stderr()` is its log so far.
+ */
 function spawnRunner(url: string, token: string, env: NodeJS.ProcessEnv = {}) {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", "runner/main.ts", "--url", url, "--token", token],
-    { env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn", ...env }, stdio: "inherit" },
+    {
+      env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn", ...env },
+      stdio: ["ignore", "inherit", "pipe"],
+    },
   );
+  let log = "";
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    log += chunk;
+    process.stderr.write(chunk);
+  });
   const exited = once(child, "exit") as Promise<[number | null, string | null]>;
   running.push({ stop: async () => void child.kill("SIGKILL") });
-  return { child, exited };
+  return { child, exited, stderr: () => log };
 }
 
 /** A git:// server that accepts connections and never answers: a clone hangs. */
@@ -438,9 +449,145 @@ async function silentGitServer() {
   return `git://127.0.0.1:${port}/app`;
 }
 
+describe("a control connection the control plane ends for good", () => {
+  /** A bare connection on `plane` that records what it reports. */
+  function connect(plane: ScriptedControlPlane) {
+    const seen = { connected: 0, disconnected: 0, ended: [] as string[] };
+    const connection = new ControlConnection({
+      url: plane.url,
+      token: "apr_test",
+      handlers: {
+        connected: (send) => {
+          seen.connected += 1;
+          send({ type: "heartbeat", leaseIds: [] });
+        },
+        received: () => undefined,
+        disconnected: () => void (seen.disconnected += 1),
+      },
+      baseDelayMs: 10,
+      maxDelayMs: 20,
+      onEnded: (reason) => seen.ended.push(reason),
+    });
+    running.push(plane, { stop: () => connection.stop() });
+    connection.start();
+    return seen;
+  }
+
+  /** Long enough for several reconnects at a 10–20 ms backoff. */
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+  it("reconnects after an ordinary close, as before", async () => {
+    const plane = await ScriptedControlPlane.start();
+    const seen = connect(plane);
+    await plane.next("heartbeat");
+    plane.close(1011, "Internal error");
+    await plane.next("heartbeat", 1);
+    expect(seen).toMatchObject({ connected: 2, disconnected: 1, ended: [] });
+  });
+
+  it("stops on 4000, when a newer runner with the same token replaced it", async () => {
+    const plane = await ScriptedControlPlane.start();
+    const seen = connect(plane);
+    await plane.next("heartbeat");
+    plane.close(4000, "Replaced by a newer connection");
+    await settle();
+    expect(seen).toEqual({
+      connected: 1,
+      disconnected: 1,
+      ended: ["Another runner connected with this token; this one stops"],
+    });
+    expect(plane.connections).toBe(1);
+  });
+
+  it("stops on 4003, when the runner was removed", async () => {
+    const plane = await ScriptedControlPlane.start();
+    const seen = connect(plane);
+    await plane.next("heartbeat");
+    plane.close(4003, "The runner was removed");
+    await settle();
+    expect(seen.ended).toEqual([
+      "The control plane removed this runner; register the runner again to use this host",
+    ]);
+    expect(plane.connections).toBe(1);
+  });
+
+  it("stops when the handshake is answered 401, and retries a 503", async () => {
+    const plane = await ScriptedControlPlane.start();
+    plane.refuseWith = 503;
+    const seen = connect(plane);
+    await expect.poll(() => plane.connections).toBeGreaterThan(2);
+    expect(seen.ended).toEqual([]);
+
+    plane.refuseWith = 401;
+    await expect
+      .poll(() => seen.ended)
+      .toEqual([
+        "The control plane refused this runner's token; register the runner again",
+      ]);
+    const attempts = plane.connections;
+    await settle();
+    expect(plane.connections).toBe(attempts);
+    expect(seen.connected).toBe(0);
+  });
+});
+
 describe("the runner process", () => {
   const serviceId = `svc_sigterm${process.pid}`;
   afterAll(() => removeServices([serviceId]));
+
+  it("stops, cleaning up its job, when a newer runner with its token connects; the newer stays", async () => {
+    const plane = await ScriptedControlPlane.start();
+    running.push(plane);
+    const token = `apr_${randomBytes(12).toString("hex")}`;
+    const prefix = `aeroplane-${runnerMarkOf(token)}-`;
+    const tmp = async () => {
+      const dir = await mkdtemp(path.join(tmpdir(), "aeroplane-test-tmp-"));
+      running.push({ stop: () => rm(dir, { recursive: true, force: true }) });
+      return dir;
+    };
+    const [olderTmp, newerTmp] = [await tmp(), await tmp()];
+
+    const older = spawnRunner(plane.url, token, { TMPDIR: olderTmp });
+    await plane.welcome(0);
+    const job = { ...testJob(8), repoUrl: await silentGitServer() };
+    job.hostPort = await freePort();
+    await plane.startJob(job);
+    await plane.next("logs", 0, (frame) =>
+      frame.lines.some((line) => line.line.startsWith("Cloning ")),
+    );
+    expect((await readdir(olderTmp)).some((n) => n.startsWith(prefix))).toBe(true);
+
+    const from = plane.frames.length;
+    const newer = spawnRunner(plane.url, token, { TMPDIR: newerTmp });
+    await plane.welcome(from);
+    const [code] = await older.exited;
+
+    expect(code).toBe(78);
+    expect(older.stderr()).toMatch(
+      /ERROR runner:ws Another runner connected with this token; this one stops/,
+    );
+    // Its job was aborted like on SIGTERM: the clone is gone.
+    expect((await readdir(olderTmp)).filter((n) => n.startsWith(prefix))).toEqual([]);
+    // It did not come back to take the connection from the newer one.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(plane.connections).toBe(2);
+    expect(newer.child.exitCode).toBeNull();
+    newer.child.kill("SIGTERM");
+    expect((await newer.exited)[0]).toBe(0);
+  });
+
+  it("exits at once when the control plane refuses its token, saying what to do", async () => {
+    const plane = await ScriptedControlPlane.start();
+    running.push(plane);
+    plane.refuseWith = 401;
+    const runner = spawnRunner(plane.url, "apr_refused");
+    const [code] = await runner.exited;
+    expect(code).toBe(78);
+    expect(runner.stderr()).toMatch(
+      /ERROR runner:ws The control plane refused this runner's token; register the runner again/,
+    );
+    expect(plane.connections).toBe(1);
+  });
 
   it("removes, when it starts, the clone directory a predecessor killed by SIGKILL left", async () => {
     const tmp = await mkdtemp(path.join(tmpdir(), "aeroplane-test-tmp-"));

@@ -2,11 +2,12 @@
  * A control plane for runner tests whose every move the test scripts: a
  * real WebSocket server at the runner endpoint that records the frames the
  * runner sends (each checked against the shared schema) and sends what the
- * test says, when it says.
+ * test says, when it says. Like the Worker, it lets a newer connection
+ * replace an older one (close code 4000), and it can refuse the token.
  */
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
-import { WebSocketServer, type WebSocket } from "ws";
+import { WebSocketServer, type VerifyClientCallbackAsync, type WebSocket } from "ws";
 import {
   parseFrame,
   runnerFrame,
@@ -19,13 +20,19 @@ import {
 export class ScriptedControlPlane {
   readonly frames: RunnerFrame[] = [];
   readonly authorizations: (string | undefined)[] = [];
-  #server: WebSocketServer;
+  /** Answer every handshake with this HTTP status instead of accepting it. */
+  refuseWith: number | null = null;
+  #server!: WebSocketServer;
   #socket: WebSocket | null = null;
   #listeners: ((frame: RunnerFrame) => void)[] = [];
 
-  private constructor(server: WebSocketServer) {
+  private constructor() {}
+
+  #listen(server: WebSocketServer): void {
     this.#server = server;
     server.on("connection", (socket, request) => {
+      // The newest connection wins, as the Worker decides.
+      this.#socket?.close(4000, "Replaced by a newer connection");
       this.#socket = socket;
       this.authorizations.push(request.headers.authorization);
       socket.on("message", (data) => {
@@ -39,13 +46,26 @@ export class ScriptedControlPlane {
   }
 
   static async start(): Promise<ScriptedControlPlane> {
+    const plane = new ScriptedControlPlane();
+    const verifyClient: VerifyClientCallbackAsync = (info, accept) => {
+      if (plane.refuseWith === null) return accept(true);
+      plane.authorizations.push(info.req.headers.authorization);
+      accept(false, plane.refuseWith, "Invalid runner token");
+    };
     const server = new WebSocketServer({
       port: 0,
       host: "127.0.0.1",
       path: "/api/runners/connect",
+      verifyClient,
     });
     await once(server, "listening");
-    return new ScriptedControlPlane(server);
+    plane.#listen(server);
+    return plane;
+  }
+
+  /** How many handshakes arrived, accepted or refused. */
+  get connections(): number {
+    return this.authorizations.length;
   }
 
   get url(): string {
@@ -108,6 +128,12 @@ export class ScriptedControlPlane {
       deploymentId: job.deploymentId,
       leaseId: job.leaseId,
     });
+  }
+
+  /** Closes the connection with a close frame, as the Worker ends one. */
+  close(code: number, reason: string): void {
+    this.#socket?.close(code, reason);
+    this.#socket = null;
   }
 
   /** Cuts the connection the way a network failure would. */
