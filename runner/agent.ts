@@ -10,6 +10,9 @@
  * A job that went live leaves its swap half settled (the replaced container
  * parked) until the control plane answers its result: recorded, the parked
  * container goes; refused, the swap is undone (settle.ts).
+ *
+ * A deleted service's jobs are aborted and everything of it is removed from
+ * Docker (service-removal.ts) before the runner confirms `service.removed`.
  */
 import {
   PROTOCOL_VERSION,
@@ -23,6 +26,7 @@ import { createLogger, errorMessage } from "./logger.js";
 import { maxLinesPerFrame, Outbox, type LeaseRef } from "./outbox.js";
 import { listInventory, removeOrphans, type HeldWork } from "./reconcile.js";
 import { RuntimeLogs } from "./runtime-logs.js";
+import { removeServiceResources } from "./service-removal.js";
 import { settleSwap } from "./settle.js";
 import type { ReplacedDeployment } from "./swap.js";
 
@@ -60,6 +64,8 @@ interface HeldJob {
   /** reserved: accepted, waiting for `job.start`; running: working on it. */
   state: "reserved" | "running";
   controller: AbortController;
+  /** Settles when a running job has ended and cleaned up. */
+  work?: Promise<void>;
 }
 
 /** A job that went live, waiting for the control plane to answer its result. */
@@ -76,6 +82,8 @@ export class Agent {
   readonly #outbox = new Outbox();
   /** Every job (forgotten ones included) and settle still working, for shutdown. */
   readonly #working = new Set<Promise<void>>();
+  /** Deleted services being removed, by service id; a repeated request waits. */
+  readonly #removals = new Map<string, Promise<void>>();
   /** Set while a connection is open. */
   #send: Send | null = null;
   #runtimeLogs: RuntimeLogs;
@@ -193,6 +201,8 @@ export class Agent {
         return this.#runtimeLogs.follow(frame.serviceId, frame.tail);
       case "runtime.unfollow":
         return this.#runtimeLogs.unfollow(frame.serviceId);
+      case "service.remove":
+        return this.#removeService(frame.serviceId);
     }
   }
 
@@ -324,6 +334,7 @@ export class Agent {
 
     const work = this.#run(held).finally(() => this.#working.delete(work));
     this.#working.add(work);
+    held.work = work;
   }
 
   async #run(held: HeldJob): Promise<void> {
@@ -396,6 +407,70 @@ export class Agent {
       log.warn("Cancel for a started job; aborting it", { ...ref });
     log.info("Aborting job", { deployment: ref.deploymentId });
     held.controller.abort(new Error("Aborted by the control plane"));
+  }
+
+  /**
+   * The service was deleted: abort its jobs, stop following its output,
+   * remove its containers and images, then confirm. The control plane asks
+   * until it hears `service.removed`, so a failure only logs; a request
+   * repeated while a removal runs is answered when that one ends.
+   */
+  #removeService(serviceId: string): void {
+    if (this.#removals.has(serviceId)) return;
+    const ending: Promise<void>[] = [];
+    for (const [leaseId, held] of this.#jobs) {
+      if (held.job.serviceId !== serviceId) continue;
+      if (held.state === "reserved") {
+        this.#jobs.delete(leaseId);
+        continue;
+      }
+      log.info("Aborting a job of a deleted service", {
+        deployment: held.job.deploymentId,
+      });
+      held.controller.abort(new Error("The service was deleted"));
+      if (held.work) ending.push(held.work);
+    }
+    this.#runtimeLogs.unfollow(serviceId);
+
+    const work = (async () => {
+      this.#dropSwaps(serviceId);
+      // An aborted job removes what it made, or rolls its swap back, first.
+      await Promise.allSettled(ending);
+      // A job that ended live meanwhile left a swap; the service is gone.
+      this.#dropSwaps(serviceId);
+      const removed = await removeServiceResources(
+        this.#options.docker,
+        serviceId,
+        this.#options.runnerMark,
+      );
+      log.info("Removed the deleted service", {
+        service: serviceId,
+        removed: removed.length,
+      });
+      this.#send?.({ type: "service.removed", serviceId });
+    })()
+      .catch((error: unknown) => {
+        log.error(
+          "Could not remove a deleted service; the control plane will ask again",
+          {
+            service: serviceId,
+            error: errorMessage(error),
+          },
+        );
+      })
+      .finally(() => {
+        this.#removals.delete(serviceId);
+        this.#working.delete(work);
+      });
+    this.#removals.set(serviceId, work);
+    this.#working.add(work);
+  }
+
+  /** Forgets the unsettled swaps of a service, so no settle recreates what goes. */
+  #dropSwaps(serviceId: string): void {
+    for (const [leaseId, swap] of this.#swaps) {
+      if (swap.job.serviceId === serviceId) this.#swaps.delete(leaseId);
+    }
   }
 
   #resultAcked(frame: Extract<WorkerFrame, { type: "job.result.ack" }>): void {

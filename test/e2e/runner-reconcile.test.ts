@@ -362,6 +362,79 @@ describe.concurrent("reconciling Docker", () => {
   });
 });
 
+describe.concurrent("a deleted service", () => {
+  it("loses its job, containers and images on this runner, which then confirms, and again when asked again", async (context) => {
+    const { expect } = context;
+    const service = await newService();
+    const { serviceId } = service;
+    const mark = runnerMarkOf(`apr_${randomBytes(12).toString("hex")}`);
+    // Live v2, with v1 parked as -previous: made without this runner's
+    // mark, so only their names find them.
+    await service.repo.commit(app("v1"), "first version");
+    const first = service.job();
+    expect((await deploy(first)).result.outcome).toBe("running");
+    await service.repo.commit(app("v2"), "second version");
+    const second = service.job();
+    expect((await deploy(second)).result.outcome).toBe("running");
+    const leftover = randomId("dep");
+    await idler({
+      name: `aeroplane-${serviceId}-${leftover}`,
+      serviceId,
+      deploymentId: leftover,
+      role: "candidate",
+      mark,
+      running: true,
+    });
+    const foreign = randomId("dep");
+    await idler({
+      name: `aeroplane-${serviceId}-${foreign}`,
+      serviceId,
+      deploymentId: foreign,
+      role: "candidate",
+      mark: runnerMarkOf("apr_another_runner"),
+      running: true,
+    });
+
+    // A job of the service that works until it is aborted.
+    const runJob: RunJob = (job, io) =>
+      new Promise((resolve) =>
+        io.signal.addEventListener("abort", () => {
+          io.log("Deployment aborted; removed nothing (none was made yet)", "stdout");
+          resolve({ outcome: "aborted", commitSha: null, reason: "aborted" });
+        }),
+      );
+    const { plane } = await startAgent(context, { runnerMark: mark, runJob });
+    await plane.welcome(0);
+    const job = heldJob(serviceId, randomId("dep"));
+    await plane.startJob(job);
+    await plane.next("heartbeat", 0, (frame) => frame.leaseIds.length > 0);
+    plane.send({ type: "runtime.follow", serviceId, tail: 5 });
+    await plane.next("runtime.snapshot");
+
+    const from = plane.frames.length;
+    plane.send({ type: "service.remove", serviceId });
+    const removed = await plane.next("service.removed", from, () => true, 30_000);
+
+    const result = await plane.next("job.result", from);
+    expect(result).toMatchObject({ leaseId: job.leaseId, outcome: "aborted" });
+    expect(result.index).toBeLessThan(removed.index);
+    expect((await service.containers()).map((c) => c.Names[0])).toEqual([
+      `/aeroplane-${serviceId}-${foreign}`,
+    ]);
+    expect(await imageExists(first.imageTag)).toBe(false);
+    expect(await imageExists(second.imageTag)).toBe(false);
+    await expect(service.answer()).rejects.toThrow();
+    // Its runtime log was unfollowed, not ended by the removal.
+    expect(plane.frames.some((frame) => frame.type === "runtime.end")).toBe(false);
+
+    // Asked again (the confirmation was lost): nothing to remove, still answered.
+    const again = plane.frames.length;
+    plane.send({ type: "service.remove", serviceId });
+    await plane.next("service.removed", again);
+    expect((await service.containers()).length).toBe(1);
+  });
+});
+
 function heldJob(serviceId: string, deploymentId: string) {
   return {
     deploymentId,
