@@ -27,7 +27,11 @@ const usage = `Usage: npm run runner -- --url <url> --token <apr_…> [options]
   --allow-file-repos      Also deploy file:// repositories from this host's disk
   -h, --help              Show this help
 
-Log level: AEROPLANE_LOG_LEVEL=debug|info|warn|error (default info).`;
+Log level: AEROPLANE_LOG_LEVEL=debug|info|warn|error (default info).
+
+Exits 78 when the control plane shuts this runner out for good (another runner
+connected with the same token, the runner was removed, or its token is refused);
+restarting it then would not help (systemd: RestartPreventExitStatus=78).`;
 
 export interface RunnerSettings {
   url: string;
