@@ -53,7 +53,12 @@ export class RuntimeLogs {
     const container = `aeroplane-${serviceId}-stable`;
     const state = await this.docker.inspect(container).catch(() => null);
     if (!state?.running) {
-      this.send({ type: "runtime.end", serviceId, ok: false, reason: "no live container" });
+      this.send({
+        type: "runtime.end",
+        serviceId,
+        ok: false,
+        reason: "no live container",
+      });
       return;
     }
     log.info("Following runtime logs", { service: serviceId, container });
@@ -70,7 +75,11 @@ export class RuntimeLogs {
         snapshotSent = true;
       }
       while (live.length > 0) {
-        this.send({ type: "runtime.logs", serviceId, lines: live.splice(0, MAX_LINES_PER_FRAME) });
+        this.send({
+          type: "runtime.logs",
+          serviceId,
+          lines: live.splice(0, MAX_LINES_PER_FRAME),
+        });
       }
     };
     const timer = setInterval(flush, BATCH_INTERVAL_MS);
@@ -89,7 +98,12 @@ export class RuntimeLogs {
       if (signal.aborted) return;
       flush();
       log.warn("Following runtime logs failed", { service: serviceId, error });
-      this.send({ type: "runtime.end", serviceId, ok: false, reason: errorMessage(error) });
+      this.send({
+        type: "runtime.end",
+        serviceId,
+        ok: false,
+        reason: errorMessage(error),
+      });
     } finally {
       clearInterval(timer);
     }
