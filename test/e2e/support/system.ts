@@ -8,6 +8,8 @@ import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { z } from "@hono/zod-openapi";
+import type { createServiceBody } from "../../../schema/api";
 import {
   ControlPlane,
   applyMigrations,
@@ -15,13 +17,26 @@ import {
   freePort,
   projectRoot,
 } from "../../../scripts/local-control-plane";
+import { removeServices } from "./docker-fixtures";
 
 export type ApiResponse = { status: number; body: any };
+
+/**
+ * The body of POST /api/projects/:id/services, where internalPort defaults
+ * to 3000 (every test app listens there) and hostPort to a free port.
+ */
+export type ServiceFields = Omit<
+  z.input<typeof createServiceBody>,
+  "internalPort" | "hostPort"
+> & { internalPort?: number; hostPort?: number };
+
+export type CreatedService = { projectId: string; serviceId: string; hostPort: number };
 
 export class TestSystem {
   readonly controlPlane: ControlPlane;
   adminKey = "";
   #runners = new Set<ChildProcess>();
+  #serviceIds: string[] = [];
   #persistDir: string;
 
   private constructor(port: number, persistDir: string, vars: Record<string, string>) {
@@ -75,6 +90,32 @@ export class TestSystem {
       throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(res.body)}`);
     }
     return res.body;
+  }
+
+  /** Creates a project and returns its id. */
+  async createProject(name = "e2e"): Promise<string> {
+    const { project } = await this.ok("POST", "/api/projects", { name }, 201);
+    return project.id;
+  }
+
+  /**
+   * Creates a service, in a new project named `projectName` unless given the
+   * `projectId` of one. {@link stop} removes what Docker holds of it.
+   */
+  async createService(
+    fields: ServiceFields,
+    { projectId, projectName = "e2e" }: { projectId?: string; projectName?: string } = {},
+  ): Promise<CreatedService> {
+    projectId ??= await this.createProject(projectName);
+    const hostPort = fields.hostPort ?? (await freePort());
+    const { service } = await this.ok(
+      "POST",
+      `/api/projects/${projectId}/services`,
+      { internalPort: 3000, ...fields, hostPort },
+      201,
+    );
+    this.#serviceIds.push(service.id);
+    return { projectId, serviceId: service.id, hostPort };
   }
 
   /** Registers a runner and returns its token. */
@@ -151,6 +192,10 @@ export class TestSystem {
     );
   }
 
+  /**
+   * Stops the runners and the control plane, deletes the persisted state,
+   * and removes every container and image of the services it created.
+   */
   async stop(): Promise<void> {
     await Promise.all(
       [...this.#runners].map(async (child) => {
@@ -163,5 +208,7 @@ export class TestSystem {
     );
     await this.controlPlane.stop();
     rmSync(this.#persistDir, { recursive: true, force: true });
+    // After the runners: none of them can start a container again.
+    await removeServices(this.#serviceIds);
   }
 }
