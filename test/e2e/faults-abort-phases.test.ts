@@ -9,24 +9,20 @@
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
 import {
   answer,
   deploy,
   deployment,
-  logLines,
-  nodeApp,
-  runNode,
-  silentServer,
-  sleep,
-  StatusWatch,
-  waitFor,
+  logLineTexts,
+  serviceContainers,
   waitForLine,
   waitForNoLeftovers,
-} from "./support/faults";
+} from "./support/deployments";
+import { silentServer, StatusWatch } from "./support/faults";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { TestSystem } from "./support/system";
+import { sleep, waitFor } from "./support/wait";
 
 const docker = new Docker();
 let system: TestSystem;
@@ -52,21 +48,10 @@ beforeAll(async () => {
   // the runner's whole stop timeout, which holds a swap open long enough
   // to abort it.
   await repo.commit(nodeApp("v1", { slowStop: true }), "v1");
-  const { project } = await system.ok("POST", "/api/projects", { name: "aborts" }, 201);
-  hostPort = await freePort();
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    {
-      name: "steady",
-      repoUrl: repo.url,
-      internalPort: 3000,
-      hostPort,
-      runnerId: runner.id,
-    },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId, hostPort } = await system.createService(
+    { name: "steady", repoUrl: repo.url, runnerId: runner.id },
+    { projectName: "aborts" },
+  ));
   liveId = await deploy(system, serviceId);
   await system.waitForDeployment(liveId, (d) => d.status === "running");
   expect(await answer(hostPort)).toBe("v1");
@@ -77,10 +62,9 @@ afterAll(async () => {
   await watch?.stop();
   await system?.stop();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
 
-const lines = async (id: string) => (await logLines(system, id)).map((l) => l.line);
+const lines = (id: string) => logLineTexts(system, id);
 
 /** Aborts `id` and expects `aborted` within 10 s of the request. */
 async function abortWithin10s(id: string): Promise<void> {
@@ -109,10 +93,7 @@ async function expectAbortHeld(id: string, { ranOnRunner }: { ranOnRunner: boole
 
   expect(await answer(hostPort)).toBe("v1");
   expect((await deployment(system, liveId)).status).toBe("running");
-  const containers = await docker.listContainers({
-    all: true,
-    filters: { label: [`aeroplane.service-id=${serviceId}`] },
-  });
+  const containers = await serviceContainers(serviceId);
   expect(
     containers.map((c) => [c.Names[0], c.State, c.Labels["aeroplane.deployment-id"]]),
   ).toEqual([[`/aeroplane-${serviceId}-stable`, "running", liveId]]);

@@ -10,20 +10,12 @@ import { createInterface } from "node:readline";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
-import {
-  answer,
-  maxOverlap,
-  nodeApp,
-  recordedIntervals,
-  StatusWatch,
-  TERMINAL,
-  waitFor,
-  type Deployment,
-} from "./support/faults";
+import { answer, serviceDeployments, TERMINAL } from "./support/deployments";
+import { maxOverlap, recordedIntervals, StatusWatch } from "./support/faults";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp } from "./support/node-app";
 import { TestSystem } from "./support/system";
+import { waitFor } from "./support/wait";
 
 const SERVICES = 20;
 const PER_SERVICE = 10;
@@ -59,35 +51,20 @@ beforeAll(async () => {
   // runner's labels comes from the cache.
   repo = await servedRepository("capacity");
   await repo.commit(nodeApp("ok"), "a tiny app");
-  const { project } = await system.ok("POST", "/api/projects", { name: "capacity" }, 201);
+  const projectId = await system.createProject("capacity");
   for (let i = 0; i < SERVICES; i++) {
-    const hostPort = await freePort();
-    const created = await system.ok(
-      "POST",
-      `/api/projects/${project.id}/services`,
-      {
-        name: `app-${i}`,
-        repoUrl: repo.url,
-        internalPort: 3000,
-        hostPort,
-        runnerId: runner.id,
-      },
-      201,
+    const { serviceId, hostPort } = await system.createService(
+      { name: `app-${i}`, repoUrl: repo.url, runnerId: runner.id },
+      { projectId },
     );
-    services.push({ id: created.service.id, hostPort });
+    services.push({ id: serviceId, hostPort });
   }
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  await removeServices(services.map((s) => s.id));
 });
-
-async function deploymentsOf(serviceId: string): Promise<Deployment[]> {
-  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`))
-    .deployments;
-}
 
 /** The most jobs the runner had started and not yet finished at once. */
 function runnerMaxConcurrent(): number {
@@ -122,7 +99,9 @@ describe("200 deployments across 20 services on one runner of capacity 2", () =>
     const all = await waitFor(
       "all 200 deployments to end",
       async () => {
-        const lists = await Promise.all(serviceIds.map(deploymentsOf));
+        const lists = await Promise.all(
+          serviceIds.map((id) => serviceDeployments(system, id)),
+        );
         const flat = lists.flat();
         return (
           flat.length === SERVICES * PER_SERVICE &&

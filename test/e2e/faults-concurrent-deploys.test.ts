@@ -8,21 +8,17 @@
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
 import {
   answer,
-  maxOverlap,
-  nodeApp,
-  recordedIntervals,
-  runNode,
-  StatusWatch,
+  serviceDeployments,
   TERMINAL,
-  waitFor,
   type Deployment,
-} from "./support/faults";
+} from "./support/deployments";
+import { maxOverlap, recordedIntervals, StatusWatch } from "./support/faults";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { TestSystem } from "./support/system";
+import { waitFor } from "./support/wait";
 
 let system: TestSystem;
 let repo: ServedRepository;
@@ -35,38 +31,16 @@ beforeAll(async () => {
   const runner = await system.registerRunner("concurrent");
   system.startRunner(runner.token);
   repo = await servedRepository("concurrent");
-  const { project } = await system.ok(
-    "POST",
-    "/api/projects",
-    { name: "concurrent" },
-    201,
-  );
-  hostPort = await freePort();
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    {
-      name: "raced",
-      repoUrl: repo.url,
-      internalPort: 3000,
-      hostPort,
-      runnerId: runner.id,
-    },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId, hostPort } = await system.createService(
+    { name: "raced", repoUrl: repo.url, runnerId: runner.id },
+    { projectName: "concurrent" },
+  ));
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
-
-async function serviceDeployments(): Promise<Deployment[]> {
-  return (await system.ok("GET", `/api/services/${serviceId}/deployments?limit=200`))
-    .deployments;
-}
 
 /**
  * Commits a new version whose build takes 2 s (a new server.js, so the RUN
@@ -104,7 +78,9 @@ async function raceDeploys(count: number, reply: string): Promise<Deployment[]> 
   const ended = await waitFor(
     `all ${count} deployments to end`,
     async () => {
-      const mine = (await serviceDeployments()).filter((d) => ids.has(d.id));
+      const mine = (await serviceDeployments(system, serviceId)).filter((d) =>
+        ids.has(d.id),
+      );
       const finished = mine.every((d) => TERMINAL.has(d.status));
       // `running` is final only once nothing else of the service is pending.
       return finished && mine.length === count && mine;
@@ -164,7 +140,7 @@ describe("deploy requests for one service that arrive together", () => {
       expect(await answer(hostPort)).toBe(reply);
     }
     await watch.stop();
-    expectOneBuildAtATime(watch, await serviceDeployments());
+    expectOneBuildAtATime(watch, await serviceDeployments(system, serviceId));
   });
 
   it("five at once: exactly one ends running, the rest superseded, one build at a time", async () => {
@@ -176,6 +152,6 @@ describe("deploy requests for one service that arrive together", () => {
     // Superseded while queued means it never built.
     expect(all.filter((d) => d.startedAt !== null).length).toBeLessThanOrEqual(2);
     expect(await answer(hostPort)).toBe("five at once");
-    expectOneBuildAtATime(watch, await serviceDeployments(), all);
+    expectOneBuildAtATime(watch, await serviceDeployments(system, serviceId), all);
   });
 });

@@ -10,22 +10,19 @@ import { once } from "node:events";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
 import {
   deploy,
+  deployment,
   dockerLeftovers,
-  logLines,
-  nodeApp,
-  runNode,
-  sleep,
-  StatusWatch,
-  waitFor,
+  logLineTexts,
   waitForLine,
   waitForNoLeftovers,
-} from "./support/faults";
+} from "./support/deployments";
+import { StatusWatch } from "./support/faults";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { TestSystem } from "./support/system";
+import { sleep, waitFor } from "./support/wait";
 
 /** The RUN step sleeps this long: a build the daemon kept going would end in the test. */
 const SLOW_STEP_MS = 15_000;
@@ -43,27 +40,15 @@ beforeAll(async () => {
   runner = await system.registerRunner("killed");
   process1 = system.startRunner(runner.token);
   repo = await servedRepository("killed");
-
-  const { project } = await system.ok("POST", "/api/projects", { name: "killed" }, 201);
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    {
-      name: "victim",
-      repoUrl: repo.url,
-      internalPort: 3000,
-      hostPort: await freePort(),
-      runnerId: runner.id,
-    },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId } = await system.createService(
+    { name: "victim", repoUrl: repo.url, runnerId: runner.id },
+    { projectName: "killed" },
+  ));
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
 
 async function killRunner(child: ChildProcess): Promise<void> {
@@ -89,7 +74,7 @@ async function killAndRestart(id: string, watch: StatusWatch, settleMs: number) 
     20_000,
   );
   expect(failed.status).toBe("failed");
-  const lines = (await logLines(system, id)).map((l) => l.line);
+  const lines = await logLineTexts(system, id);
   expect(lines.filter((l) => /runner lost/.test(l)).length).toBeGreaterThanOrEqual(1);
 
   // No orphan: the new runner removed the dead one's leftovers on start.
@@ -100,13 +85,11 @@ async function killAndRestart(id: string, watch: StatusWatch, settleMs: number) 
   await sleep(Math.max(6_000, killedAt + settleMs - Date.now()));
   await watch.stop();
   expect(watch.errors).toEqual([]);
-  expect((await system.ok("GET", `/api/deployments/${id}`)).deployment.status).toBe(
-    "failed",
-  );
+  expect((await deployment(system, id)).status).toBe("failed");
   expect(watch.path(id).filter((s) => s === "building")).toEqual(["building"]);
   expect(watch.path(id).at(-1)).toBe("failed");
   expect(watch.flips()).toEqual([]);
-  const after = (await logLines(system, id)).map((l) => l.line);
+  const after = await logLineTexts(system, id);
   expect(after.filter((l) => l.startsWith(`Cloning ${repo.url} `))).toHaveLength(1);
   expect(after.filter((l) => /accepted the deployment/.test(l))).toHaveLength(1);
   expect(await dockerLeftovers(id)).toEqual({ containers: [], images: [] });

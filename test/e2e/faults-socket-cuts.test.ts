@@ -7,21 +7,12 @@
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
-import {
-  answer,
-  deploy,
-  deployment,
-  logLines,
-  nodeApp,
-  runNode,
-  sleep,
-  waitForLine,
-} from "./support/faults";
+import { answer, deploy, deployment, logLines, waitForLine } from "./support/deployments";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { TestSystem } from "./support/system";
 import { TcpProxy } from "./support/tcp-proxy";
+import { sleep } from "./support/wait";
 
 const LINES = 20_000;
 const CUTS = 5;
@@ -60,26 +51,10 @@ beforeAll(async () => {
     }),
     "a build that prints 20,000 numbered lines",
   );
-  const { project } = await system.ok(
-    "POST",
-    "/api/projects",
-    { name: "socket-cuts" },
-    201,
-  );
-  hostPort = await freePort();
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    {
-      name: "loud",
-      repoUrl: repo.url,
-      internalPort: 3000,
-      hostPort,
-      runnerId: runner.id,
-    },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId, hostPort } = await system.createService(
+    { name: "loud", repoUrl: repo.url, runnerId: runner.id },
+    { projectName: "socket-cuts" },
+  ));
   await proxy.waitForConnections(1);
 });
 
@@ -87,7 +62,6 @@ afterAll(async () => {
   await system?.stop();
   await proxy?.close();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
 
 /** What is wrong with a sequence of numbered lines, if anything. */

@@ -8,20 +8,18 @@
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureHostNodeImage } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
 import {
   answer,
   deploy,
+  deployment,
   logLines,
-  nodeApp,
-  runNode,
-  waitFor,
   type LogLine,
-} from "./support/faults";
+} from "./support/deployments";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { readEvents, type SseEvent } from "./support/sse";
 import { TestSystem } from "./support/system";
+import { waitFor } from "./support/wait";
 
 /** The build prints a numbered line every 80 ms for about 12 s. */
 const LINES = 150;
@@ -48,27 +46,15 @@ beforeAll(async () => {
     nodeApp("survived a restart", { run: runNode(PRINT_SLOWLY) }),
     "a build that takes a while",
   );
-  const { project } = await system.ok("POST", "/api/projects", { name: "restart" }, 201);
-  hostPort = await freePort();
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    {
-      name: "steady",
-      repoUrl: repo.url,
-      internalPort: 3000,
-      hostPort,
-      runnerId: runner.id,
-    },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId, hostPort } = await system.createService(
+    { name: "steady", repoUrl: repo.url, runnerId: runner.id },
+    { projectName: "restart" },
+  ));
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
 
 /** Reads a stream into `events` until it ends or breaks; says how it ended. */
@@ -132,8 +118,7 @@ describe("restarting the control plane mid-build", () => {
       .map((e) => JSON.parse(e.data).status);
     expect(statuses.at(-1)).toBe("running");
 
-    const { deployment } = await system.ok("GET", `/api/deployments/${id}`);
-    expect(deployment.status).toBe("running");
+    expect((await deployment(system, id)).status).toBe("running");
     expect(await answer(hostPort)).toBe("survived a restart");
 
     // Every line exactly once across both connections, in order, as stored.

@@ -1,157 +1,13 @@
 /**
- * What the fault tests share: a tiny app to deploy, the Docker leftovers of
- * a deployment, polling, and a watch that records every status a service's
+ * What the fault tests share beyond deploying: a server that hangs a clone,
+ * overlap counting, and a watch that records every status a service's
  * deployments were seen in, so a test can prove what never happened (two
  * builds at once, a status flipping back) from observations alone.
  */
 import net from "node:net";
-import Docker from "dockerode";
-import { HOST_NODE_IMAGE } from "../../../scripts/host-node-image";
+import { serviceDeployments, TERMINAL, type Deployment } from "./deployments";
 import type { TestSystem } from "./system";
-
-const docker = new Docker();
-
-export type LogLine = { id: number; line: string; stream: string; createdAt: string };
-export type Deployment = {
-  id: string;
-  serviceId: string;
-  status: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  createdAt: string;
-};
-
-export const TERMINAL = new Set(["running", "failed", "aborted", "superseded"]);
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * An app that answers every request with `reply` on port 3000. `run` adds a
- * RUN step; `cmd` replaces the command. Unless `slowStop`, the app exits on
- * SIGTERM: node as PID 1 would otherwise ignore it, and every swap would wait
- * out the stop timeout.
- */
-export function nodeApp(
-  reply: string,
-  {
-    run = "",
-    cmd = "",
-    slowStop = false,
-  }: { run?: string; cmd?: string; slowStop?: boolean } = {},
-): Record<string, string> {
-  const onTerm = slowStop ? "" : 'process.on("SIGTERM", () => process.exit(0));\n';
-  return {
-    Dockerfile: [
-      `FROM ${HOST_NODE_IMAGE}`,
-      "WORKDIR /app",
-      "COPY server.js .",
-      ...(run ? [run] : []),
-      cmd || 'CMD ["node", "server.js"]',
-    ].join("\n"),
-    "server.js":
-      onTerm +
-      `require("http").createServer((q, s) => s.end(${JSON.stringify(reply)}))` +
-      `.listen(3000, () => console.log("listening on 3000"));\n`,
-  };
-}
-
-/** A RUN step in exec form that runs `script` with node (there is no shell). */
-export function runNode(script: string): string {
-  return `RUN ["node", "-e", ${JSON.stringify(script)}]`;
-}
-
-/** Polls `probe` until it returns something other than undefined/false. */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 30_000,
-  intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline)
-      throw new Error(`Timed out after ${timeoutMs} ms: ${what}`);
-    await sleep(intervalMs);
-  }
-}
-
-export async function logLines(
-  system: TestSystem,
-  deploymentId: string,
-): Promise<LogLine[]> {
-  return (await system.ok("GET", `/api/deployments/${deploymentId}/logs`)).logs;
-}
-
-export async function deployment(
-  system: TestSystem,
-  deploymentId: string,
-): Promise<Deployment> {
-  return (await system.ok("GET", `/api/deployments/${deploymentId}`)).deployment;
-}
-
-/** Queues a deployment of `serviceId` and returns its id. */
-export async function deploy(system: TestSystem, serviceId: string): Promise<string> {
-  const body = await system.ok(
-    "POST",
-    `/api/services/${serviceId}/deployments`,
-    undefined,
-    201,
-  );
-  return body.deployment.id;
-}
-
-/** Waits until the deployment's log has a line matching `pattern`. */
-export async function waitForLine(
-  system: TestSystem,
-  deploymentId: string,
-  pattern: RegExp,
-  timeoutMs = 60_000,
-): Promise<LogLine> {
-  return waitFor(
-    `a line matching ${pattern} in the log of ${deploymentId}`,
-    async () => (await logLines(system, deploymentId)).find((l) => pattern.test(l.line)),
-    timeoutMs,
-    150,
-  );
-}
-
-/** Containers (by name) and images (by tag or id) labelled with the deployment id. */
-export async function dockerLeftovers(
-  deploymentId: string,
-): Promise<{ containers: string[]; images: string[] }> {
-  const filters = { label: [`aeroplane.deployment-id=${deploymentId}`] };
-  const containers = await docker.listContainers({ all: true, filters });
-  const images = await docker.listImages({ filters });
-  return {
-    containers: containers.map((c) => c.Names[0]),
-    images: images.map((i) => i.RepoTags?.[0] ?? i.Id),
-  };
-}
-
-/** Waits until Docker holds nothing labelled with the deployment id. */
-export async function waitForNoLeftovers(deploymentId: string, timeoutMs = 20_000) {
-  let last = await dockerLeftovers(deploymentId);
-  const deadline = Date.now() + timeoutMs;
-  while (last.containers.length + last.images.length > 0 && Date.now() < deadline) {
-    await sleep(250);
-    last = await dockerLeftovers(deploymentId);
-  }
-  return last;
-}
-
-/** The body the service at `hostPort` answers with, or null when it does not. */
-export async function answer(hostPort: number): Promise<string | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${hostPort}/`, {
-      signal: AbortSignal.timeout(2_000),
-    });
-    return await res.text();
-  } catch {
-    return null;
-  }
-}
+import { sleep } from "./wait";
 
 /** The largest number of intervals that share one instant (ends are exclusive). */
 export function maxOverlap(intervals: Array<[number, number]>): number {
@@ -282,13 +138,10 @@ export class StatusWatch {
   /** Records one answer for every deployment of the service. */
   async #poll(serviceId: string): Promise<void> {
     const sentAt = Date.now();
-    const { deployments } = await this.system.ok(
-      "GET",
-      `/api/services/${serviceId}/deployments?limit=200`,
-    );
+    const deployments = await serviceDeployments(this.system, serviceId);
     const receivedAt = Date.now();
     const building: string[] = [];
-    for (const d of deployments as Deployment[]) {
+    for (const d of deployments) {
       const list = this.seen.get(d.id) ?? [];
       list.push({ status: d.status, sentAt, receivedAt });
       this.seen.set(d.id, list);
