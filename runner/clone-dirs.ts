@@ -13,6 +13,13 @@ import { createLogger, errorMessage } from "./logger.js";
 
 const log = createLogger("runner:clone-dirs");
 
+/**
+ * File times come from the kernel's coarse clock, up to a tick (1–10 ms)
+ * behind Date.now(): a directory made just after the start can look older
+ * than it. A killed predecessor's directory is older by far more.
+ */
+const clockSlackMs = 100;
+
 /** `aeroplane-<mark>-`, which mkdtemp completes with six random characters. */
 export function cloneDirPrefix(runnerMark?: string): string {
   return runnerMark ? `aeroplane-${runnerMark}-` : "aeroplane-";
@@ -25,8 +32,8 @@ export function makeCloneDir(base: string, runnerMark?: string): Promise<string>
 
 /**
  * Removes the clone directories under `base` that this runner's mark names
- * and that were last changed before `olderThan` (ms since the epoch; the
- * process's start), so none a running job of this process uses. Returns
+ * and that were last changed well before `olderThan` (ms since the epoch;
+ * the process's start), so none a running job of this process uses. Returns
  * the paths removed; a directory that cannot be removed is logged and kept.
  */
 export async function removeStaleCloneDirs(
@@ -46,7 +53,7 @@ export async function removeStaleCloneDirs(
     try {
       // lstat: a symlink with our name is not ours to follow.
       const info = await lstat(dir);
-      if (!info.isDirectory() || info.mtimeMs >= olderThan) continue;
+      if (!info.isDirectory() || info.mtimeMs >= olderThan - clockSlackMs) continue;
       await rm(dir, { recursive: true, force: true });
       removed.push(dir);
       log.info("Removed a clone directory left by an earlier run", { dir });
