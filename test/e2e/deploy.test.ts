@@ -5,88 +5,56 @@
  */
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ensureHostNodeImage, HOST_NODE_IMAGE } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
+import { ensureHostNodeImage } from "../../scripts/host-node-image";
+import {
+  answer,
+  deployment,
+  logLineTexts,
+  queueDeployment,
+  serviceContainers,
+  waitForLine,
+  waitForNoLeftovers,
+} from "./support/deployments";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeApp, runNode } from "./support/node-app";
 import { readEvents, type SseEvent } from "./support/sse";
 import { TestSystem } from "./support/system";
 
-const docker = new Docker();
 let system: TestSystem;
 let repo: ServedRepository;
 let serviceId: string;
 let hostPort: number;
 
 /** An app that answers every request with `reply`, built with a RUN step. */
-function app(reply: string, { run = "", cmd = "" } = {}) {
-  return {
-    "Dockerfile": [
-      `FROM ${HOST_NODE_IMAGE}`,
-      "WORKDIR /app",
-      "COPY server.js .",
-      run || `RUN ["node", "-e", "console.log('build marker for ${reply}')"]`,
-      cmd || 'CMD ["node", "server.js"]',
-    ].join("\n"),
-    "server.js": `require("http").createServer((q, s) => s.end(${JSON.stringify(reply)}))
-      .listen(3000, () => console.log("listening on 3000"));`,
-  };
-}
+const app = (reply: string, { run = "", cmd = "" } = {}) =>
+  nodeApp(reply, { run: run || runNode(`console.log('build marker for ${reply}')`), cmd });
 
+/** Queues a deployment, which starts with neither an image nor a container. */
 async function deploy(): Promise<string> {
-  const { deployment } = await system.ok(
-    "POST",
-    `/api/services/${serviceId}/deployments`,
-    undefined,
-    201,
-  );
-  expect(deployment).toMatchObject({ status: "queued", imageTag: null, containerName: null });
-  return deployment.id;
+  const queued = await queueDeployment(system, serviceId);
+  expect(queued).toMatchObject({ status: "queued", imageTag: null, containerName: null });
+  return queued.id;
 }
 
-async function logLines(deploymentId: string): Promise<string[]> {
-  const { logs } = await system.ok("GET", `/api/deployments/${deploymentId}/logs`);
-  return logs.map((l: { line: string }) => l.line);
-}
-
-const answer = async () => (await fetch(`http://127.0.0.1:${hostPort}/`)).text();
-
-async function serviceContainers() {
-  return docker.listContainers({
-    all: true,
-    filters: { label: [`aeroplane.service-id=${serviceId}`] },
-  });
-}
+const logLines = (deploymentId: string) => logLineTexts(system, deploymentId);
 
 beforeAll(async () => {
-  await ensureHostNodeImage(docker);
+  await ensureHostNodeImage(new Docker());
   system = await TestSystem.start({ HEALTH_CHECK_TIMEOUT_MS: "4000" });
   const runner = await system.registerRunner();
   system.startRunner(runner.token);
   repo = await servedRepository();
   await repo.commit(app("v1"), "first version");
-
-  const { project } = await system.ok("POST", "/api/projects", { name: "e2e" }, 201);
-  hostPort = await freePort();
-  const created = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    { name: "web", repoUrl: repo.url, internalPort: 3000, hostPort, runnerId: runner.id },
-    201,
-  );
-  serviceId = created.service.id;
+  ({ serviceId, hostPort } = await system.createService({
+    name: "web",
+    repoUrl: repo.url,
+    runnerId: runner.id,
+  }));
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  for (const c of await serviceContainers()) {
-    await docker.getContainer(c.Id).remove({ force: true });
-  }
-  for (const image of await docker.listImages({
-    filters: { label: [`aeroplane.service-id=${serviceId}`] },
-  })) {
-    await docker.getImage(image.Id).remove({ force: true });
-  }
 });
 
 describe("deploying a git repository", () => {
@@ -113,8 +81,7 @@ describe("deploying a git repository", () => {
     }
     expect(events.some((e) => e.event === "ping")).toBe(true);
 
-    const { deployment } = await system.ok("GET", `/api/deployments/${first}`);
-    expect(deployment).toMatchObject({
+    expect(await deployment(system, first)).toMatchObject({
       status: "running",
       trigger: "manual",
       commitSha: repo.head,
@@ -123,7 +90,7 @@ describe("deploying a git repository", () => {
       startedAt: expect.stringMatching(/Z$/),
       finishedAt: expect.stringMatching(/Z$/),
     });
-    expect(await answer()).toBe("v1");
+    expect(await answer(hostPort)).toBe("v1");
 
     // /logs has the same lines as the stream, including the RUN step's.
     const lines = await logLines(first);
@@ -136,67 +103,50 @@ describe("deploying a git repository", () => {
     await repo.commit(app("v2"), "second version");
     const second = await deploy();
     await system.waitForDeployment(second, (d) => d.status === "running");
-    expect(await answer()).toBe("v2");
-    const { deployment } = await system.ok("GET", `/api/deployments/${first}`);
-    expect(deployment.status).toBe("superseded");
-    const containers = await serviceContainers();
+    expect(await answer(hostPort)).toBe("v2");
+    expect((await deployment(system, first)).status).toBe("superseded");
+    const containers = await serviceContainers(serviceId);
     expect(containers.map((c) => c.Names[0])).toEqual([`/aeroplane-${serviceId}-stable`]);
   });
 
   it("fails a Dockerfile that does not build, and the previous deployment keeps serving", async () => {
-    await repo.commit(app("v3", { run: 'RUN ["node", "-e", "console.error(\'boom in build\'); process.exit(3)"]' }), "broken build");
+    await repo.commit(app("v3", { run: runNode("console.error('boom in build'); process.exit(3)") }), "broken build");
     const broken = await deploy();
-    const deployment = await system.waitForDeployment(broken, (d) => d.status !== "queued" && d.status !== "building");
-    expect(deployment.status).toBe("failed");
+    const ended = await system.waitForDeployment(broken, (d) => d.status !== "queued" && d.status !== "building");
+    expect(ended.status).toBe("failed");
     const lines = await logLines(broken);
     expect(lines).toContain("boom in build");
     expect(lines.join("\n")).toMatch(/returned a non-zero code: 3/);
-    expect(await answer()).toBe("v2");
-    expect((await serviceContainers()).length).toBe(1);
+    expect(await answer(hostPort)).toBe("v2");
+    expect((await serviceContainers(serviceId)).length).toBe(1);
   });
 
   it("fails an app that never answers on its port, and the previous one keeps serving", async () => {
     await repo.commit(app("v4", { cmd: 'CMD ["node", "-e", "setInterval(() => {}, 1000)"]' }), "silent app");
     const silent = await deploy();
-    const deployment = await system.waitForDeployment(silent, (d) => d.status !== "queued" && d.status !== "building");
-    expect(deployment.status).toBe("failed");
+    const ended = await system.waitForDeployment(silent, (d) => d.status !== "queued" && d.status !== "building");
+    expect(ended.status).toBe("failed");
     const lines = await logLines(silent);
     expect(lines.at(-1)).toMatch(/did not answer HTTP on port 3000/);
-    expect(await answer()).toBe("v2");
-    expect((await serviceContainers()).length).toBe(1);
+    expect(await answer(hostPort)).toBe("v2");
+    expect((await serviceContainers(serviceId)).length).toBe(1);
   });
 
   it("aborts a building deployment and removes everything the attempt made", async () => {
     await repo.commit(
-      app("v5", { run: 'RUN ["node", "-e", "console.log(\'slow step started\'); setTimeout(() => {}, 120000)"]' }),
+      app("v5", { run: runNode("console.log('slow step started'); setTimeout(() => {}, 120000)") }),
       "slow build",
     );
     const slow = await deploy();
-    const deadline = Date.now() + 60_000;
-    while (!(await logLines(slow)).includes("slow step started")) {
-      expect(Date.now()).toBeLessThan(deadline);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    await waitForLine(system, slow, /^slow step started$/, 60_000);
     const abort = await system.api("POST", `/api/deployments/${slow}/abort`);
     expect(abort).toEqual({ status: 200, body: { accepted: true } });
-    const deployment = await system.waitForDeployment(slow, (d) => d.status !== "building");
-    expect(deployment.status).toBe("aborted");
+    const ended = await system.waitForDeployment(slow, (d) => d.status !== "building");
+    expect(ended.status).toBe("aborted");
 
     // The runner removes the attempt's containers and image within seconds.
-    const cleanDeadline = Date.now() + 15_000;
-    for (;;) {
-      const containers = await docker.listContainers({
-        all: true,
-        filters: { label: [`aeroplane.deployment-id=${slow}`] },
-      });
-      const images = await docker.listImages({
-        filters: { reference: [`aeroplane-${serviceId}-${slow}`] },
-      });
-      if (containers.length === 0 && images.length === 0) break;
-      expect(Date.now()).toBeLessThan(cleanDeadline);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
-    expect(await answer()).toBe("v2");
+    expect(await waitForNoLeftovers(slow, 15_000)).toEqual({ containers: [], images: [] });
+    expect(await answer(hostPort)).toBe("v2");
     const again = await system.api("POST", `/api/deployments/${slow}/abort`);
     expect(again.status).toBe(409);
   });

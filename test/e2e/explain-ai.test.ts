@@ -8,6 +8,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/local-control-plane";
+import { deploy } from "./support/deployments";
 import { TestSystem } from "./support/system";
 
 /** What the fake provider received, one entry per request. */
@@ -100,27 +101,17 @@ beforeAll(async () => {
 
   // Nothing listens on this port, so the deployment fails at the clone.
   const repoUrl = `git://127.0.0.1:${await freePort()}/app.git`;
-  const { project } = await system.ok("POST", "/api/projects", { name: "explain" }, 201);
-  const { service } = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
+  const { serviceId } = await system.createService(
     {
       name: "web",
       repoUrl,
-      internalPort: 3000,
       healthCheckPath: "/up",
       runnerId: runner.id,
       env: { API_SECRET: envSecret },
     },
-    201,
+    { projectName: "explain" },
   );
-  const { deployment } = await system.ok(
-    "POST",
-    `/api/services/${service.id}/deployments`,
-    undefined,
-    201,
-  );
-  deploymentId = deployment.id;
+  deploymentId = await deploy(system, serviceId);
   await system.waitForDeployment(deploymentId, (d) => d.status === "failed");
 
   await system.ok("PUT", "/api/ai/providers/local", {

@@ -6,19 +6,17 @@
 import { once } from "node:events";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { baseImage, ensureBaseImage, removeServices } from "./support/docker-fixtures";
+import { ensureHostNodeImage, HOST_NODE_IMAGE } from "../../scripts/host-node-image";
+import { deploy, logLineTexts } from "./support/deployments";
 import { servedRepository, type ServedRepository } from "./support/git-server";
-import { TestSystem } from "./support/system";
+import { nodeDockerfile, runNode } from "./support/node-app";
+import { TestSystem, type ServiceFields } from "./support/system";
 
 /** A Dockerfile that copies `script` and runs it with node `flags`. */
-const dockerfile = (script: string, flags: string[] = []) =>
-  [
-    `FROM ${baseImage}`,
-    "WORKDIR /app",
-    `COPY ${script} .`,
-    `CMD ${JSON.stringify(["node", ...flags, script])}`,
-  ].join("\n");
+const dockerfile = (script: string, nodeFlags: string[] = []) =>
+  nodeDockerfile({ script, nodeFlags });
 
 /** One commit holds every app; each service picks its own by dockerfilePath. */
 const files = {
@@ -35,8 +33,8 @@ const files = {
   "Dockerfile.oom": dockerfile("oom.js", ["--max-old-space-size=16"]),
   "Dockerfile.health": dockerfile("health.js"),
   "Dockerfile.build": [
-    `FROM ${baseImage}`,
-    'RUN ["node", "-e", "console.error(\'npm ERR! missing: left-pad@1.3.0\'); process.exit(3)"]',
+    `FROM ${HOST_NODE_IMAGE}`,
+    runNode("console.error('npm ERR! missing: left-pad@1.3.0'); process.exit(3)"),
   ].join("\n"),
 };
 
@@ -45,7 +43,7 @@ let repo: ServedRepository;
 let gitHost: http.Server;
 let runnerId: string;
 let projectId: string;
-const serviceIds: string[] = [];
+let servicesCreated = 0;
 
 /** A git host that wants credentials for everything, as a private repo's does. */
 async function startLockedGitHost(): Promise<string> {
@@ -59,61 +57,41 @@ async function startLockedGitHost(): Promise<string> {
 }
 
 /** Deploys a new service with `settings`, waits for it to fail, explains it. */
-async function explainFailed(settings: Record<string, unknown>) {
-  const { service } = await system.ok(
-    "POST",
-    `/api/projects/${projectId}/services`,
-    {
-      name: `web-${serviceIds.length}`,
-      repoUrl: repo.url,
-      internalPort: 3000,
-      runnerId,
-      ...settings,
-    },
-    201,
+async function explainFailed(settings: Partial<ServiceFields>) {
+  const { serviceId } = await system.createService(
+    { name: `web-${servicesCreated++}`, repoUrl: repo.url, runnerId, ...settings },
+    { projectId },
   );
-  serviceIds.push(service.id);
-  const { deployment } = await system.ok(
-    "POST",
-    `/api/services/${service.id}/deployments`,
-    undefined,
-    201,
-  );
+  const deploymentId = await deploy(system, serviceId);
   await system.waitForDeployment(
-    deployment.id,
+    deploymentId,
     (d) => d.status !== "queued" && d.status !== "building",
   );
-  const { logs } = await system.ok("GET", `/api/deployments/${deployment.id}/logs`);
-  const log = logs.map((l: { line: string }) => l.line).join("\n");
+  const log = (await logLineTexts(system, deploymentId)).join("\n");
   const res = await system.api(
     "POST",
-    `/api/deployments/${deployment.id}/explain-failure`,
-    {
-      providerId: "builtin",
-    },
+    `/api/deployments/${deploymentId}/explain-failure`,
+    { providerId: "builtin" },
   );
   expect(res.status, `${JSON.stringify(res.body)}\n${log}`).toBe(200);
   return { explanation: res.body.explanation, log };
 }
 
 beforeAll(async () => {
-  await ensureBaseImage();
+  await ensureHostNodeImage(new Docker());
   system = await TestSystem.start({ HEALTH_CHECK_TIMEOUT_MS: "10000" });
   const runner = await system.registerRunner("explain", 4);
   runnerId = runner.id;
   system.startRunner(runner.token);
   repo = await servedRepository();
   await repo.commit(files, "apps that fail in every way");
-  ({
-    project: { id: projectId },
-  } = await system.ok("POST", "/api/projects", { name: "explain-builtin" }, 201));
+  projectId = await system.createProject("explain-builtin");
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
   gitHost?.close();
-  await removeServices(serviceIds);
 });
 
 describe("builtin explains real failed deployments", { concurrent: true }, () => {

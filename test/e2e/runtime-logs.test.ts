@@ -6,12 +6,13 @@
 import type { ChildProcess } from "node:child_process";
 import Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ensureHostNodeImage, HOST_NODE_IMAGE } from "../../scripts/host-node-image";
-import { freePort } from "../../scripts/local-control-plane";
-import { removeServices } from "./support/docker-fixtures";
+import { ensureHostNodeImage } from "../../scripts/host-node-image";
+import { deploy } from "./support/deployments";
 import { servedRepository, type ServedRepository } from "./support/git-server";
+import { nodeDockerfile } from "./support/node-app";
 import { readEvents, type SseEvent } from "./support/sse";
 import { TestSystem } from "./support/system";
+import { waitFor } from "./support/wait";
 
 const docker = new Docker();
 let system: TestSystem;
@@ -44,35 +45,18 @@ beforeAll(async () => {
   runner.stderr!.setEncoding("utf8").on("data", (chunk: string) => (runnerLog += chunk));
 
   repo = await servedRepository();
-  await repo.commit(
-    {
-      Dockerfile: `FROM ${HOST_NODE_IMAGE}\nCOPY server.js /server.js\nCMD ["node", "/server.js"]\n`,
-      "server.js": server,
-    },
-    "app",
-  );
-  const { project } = await system.ok("POST", "/api/projects", { name: "logs" }, 201);
-  hostPort = await freePort();
-  const { service } = await system.ok(
-    "POST",
-    `/api/projects/${project.id}/services`,
-    { name: "web", repoUrl: repo.url, internalPort: 3000, hostPort, healthCheckPath: "/health" },
-    201,
-  );
-  serviceId = service.id;
-  const { deployment } = await system.ok(
-    "POST",
-    `/api/services/${serviceId}/deployments`,
-    undefined,
-    201,
-  );
-  await system.waitForDeployment(deployment.id, (d) => d.status === "running");
+  await repo.commit({ Dockerfile: nodeDockerfile(), "server.js": server }, "app");
+  ({ serviceId, hostPort } = await system.createService(
+    { name: "web", repoUrl: repo.url, healthCheckPath: "/health" },
+    { projectName: "logs" },
+  ));
+  const deploymentId = await deploy(system, serviceId);
+  await system.waitForDeployment(deploymentId, (d) => d.status === "running");
 });
 
 afterAll(async () => {
   await system?.stop();
   await repo?.stop();
-  if (serviceId) await removeServices([serviceId]);
 });
 
 /** Reads events from a stream until `until` says stop; the stream stays open. */
@@ -132,11 +116,11 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
 
     one.abort();
     two.abort();
-    const deadline = Date.now() + 10_000;
-    while (!runnerLog.includes("Stopped following runtime logs")) {
-      expect(Date.now()).toBeLessThan(deadline);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await waitFor(
+      "the runner to stop following",
+      () => runnerLog.includes("Stopped following runtime logs"),
+      10_000,
+    );
   });
 
   it("ends with a closed status when the container stops", async () => {
