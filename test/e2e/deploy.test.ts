@@ -27,7 +27,10 @@ let hostPort: number;
 
 /** An app that answers every request with `reply`, built with a RUN step. */
 const app = (reply: string, { run = "", cmd = "" } = {}) =>
-  nodeApp(reply, { run: run || runNode(`console.log('build marker for ${reply}')`), cmd });
+  nodeApp(reply, {
+    run: run || runNode(`console.log('build marker for ${reply}')`),
+    cmd,
+  });
 
 /** Queues a deployment, which starts with neither an image nor a container. */
 async function deploy(): Promise<string> {
@@ -63,7 +66,10 @@ describe("deploying a git repository", () => {
   it("goes queued → building → running, streams the build, and serves on hostPort", async () => {
     first = await deploy();
     const events: SseEvent[] = [];
-    for await (const event of readEvents(`${system.url}/api/deployments/${first}/stream`, system.adminKey)) {
+    for await (const event of readEvents(
+      `${system.url}/api/deployments/${first}/stream`,
+      system.adminKey,
+    )) {
       events.push(event);
     }
 
@@ -110,9 +116,15 @@ describe("deploying a git repository", () => {
   });
 
   it("fails a Dockerfile that does not build, and the previous deployment keeps serving", async () => {
-    await repo.commit(app("v3", { run: runNode("console.error('boom in build'); process.exit(3)") }), "broken build");
+    await repo.commit(
+      app("v3", { run: runNode("console.error('boom in build'); process.exit(3)") }),
+      "broken build",
+    );
     const broken = await deploy();
-    const ended = await system.waitForDeployment(broken, (d) => d.status !== "queued" && d.status !== "building");
+    const ended = await system.waitForDeployment(
+      broken,
+      (d) => d.status !== "queued" && d.status !== "building",
+    );
     expect(ended.status).toBe("failed");
     const lines = await logLines(broken);
     expect(lines).toContain("boom in build");
@@ -122,9 +134,15 @@ describe("deploying a git repository", () => {
   });
 
   it("fails an app that never answers on its port, and the previous one keeps serving", async () => {
-    await repo.commit(app("v4", { cmd: 'CMD ["node", "-e", "setInterval(() => {}, 1000)"]' }), "silent app");
+    await repo.commit(
+      app("v4", { cmd: 'CMD ["node", "-e", "setInterval(() => {}, 1000)"]' }),
+      "silent app",
+    );
     const silent = await deploy();
-    const ended = await system.waitForDeployment(silent, (d) => d.status !== "queued" && d.status !== "building");
+    const ended = await system.waitForDeployment(
+      silent,
+      (d) => d.status !== "queued" && d.status !== "building",
+    );
     expect(ended.status).toBe("failed");
     const lines = await logLines(silent);
     expect(lines.at(-1)).toMatch(/did not answer HTTP on port 3000/);
@@ -134,7 +152,9 @@ describe("deploying a git repository", () => {
 
   it("aborts a building deployment and removes everything the attempt made", async () => {
     await repo.commit(
-      app("v5", { run: runNode("console.log('slow step started'); setTimeout(() => {}, 120000)") }),
+      app("v5", {
+        run: runNode("console.log('slow step started'); setTimeout(() => {}, 120000)"),
+      }),
       "slow build",
     );
     const slow = await deploy();
@@ -145,7 +165,10 @@ describe("deploying a git repository", () => {
     expect(ended.status).toBe("aborted");
 
     // The runner removes the attempt's containers and image within seconds.
-    expect(await waitForNoLeftovers(slow, 15_000)).toEqual({ containers: [], images: [] });
+    expect(await waitForNoLeftovers(slow, 15_000)).toEqual({
+      containers: [],
+      images: [],
+    });
     expect(await answer(hostPort)).toBe("v2");
     const again = await system.api("POST", `/api/deployments/${slow}/abort`);
     expect(again.status).toBe(409);

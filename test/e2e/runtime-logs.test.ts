@@ -39,9 +39,14 @@ beforeAll(async () => {
   await ensureHostNodeImage(docker);
   system = await TestSystem.start();
   const registered = await system.registerRunner();
-  runner = system.startRunner(registered.token, [], { AEROPLANE_LOG_LEVEL: "info" }, {
-    stderr: "pipe",
-  });
+  runner = system.startRunner(
+    registered.token,
+    [],
+    { AEROPLANE_LOG_LEVEL: "info" },
+    {
+      stderr: "pipe",
+    },
+  );
   runner.stderr!.setEncoding("utf8").on("data", (chunk: string) => (runnerLog += chunk));
 
   repo = await servedRepository();
@@ -97,15 +102,19 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
       },
     ]);
     const second = readEvents(url, system.adminKey, { signal: two.signal });
-    expect((await collect(second, (seen) => seen.length === 1))[0].event).toBe("snapshot");
+    expect((await collect(second, (seen) => seen.length === 1))[0].event).toBe(
+      "snapshot",
+    );
 
     await fetch(`http://127.0.0.1:${hostPort}/hello`);
     const wanted = (seen: SseEvent[]) => lines(seen).length >= 2;
     const [a, b] = await Promise.all([collect(first, wanted), collect(second, wanted)]);
     for (const seen of [a, b]) {
-      expect(lines(seen).map(({ line, stream }) => ({ line, stream })).sort((x, y) =>
-        x.stream.localeCompare(y.stream),
-      )).toEqual([
+      expect(
+        lines(seen)
+          .map(({ line, stream }) => ({ line, stream }))
+          .sort((x, y) => x.stream.localeCompare(y.stream)),
+      ).toEqual([
         { line: "served /hello", stream: "stderr" },
         { line: "GET /hello", stream: "stdout" },
       ]);
@@ -127,7 +136,9 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
     const url = `${system.url}/api/services/${serviceId}/runtime-logs/stream`;
     const events = readEvents(url, system.adminKey);
     const [snapshot] = await collect(events, (seen) => seen.length === 1);
-    expect(JSON.parse(snapshot.data).map((l: { line: string }) => l.line)).toContain("booted");
+    expect(JSON.parse(snapshot.data).map((l: { line: string }) => l.line)).toContain(
+      "booted",
+    );
     await docker.getContainer(`aeroplane-${serviceId}-stable`).stop({ t: 1 });
     const rest = await collect(events, () => false);
     expect(rest.at(-1)).toMatchObject({ event: "status" });
@@ -138,6 +149,9 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
     const url = `${system.url}/api/services/${serviceId}/runtime-logs/stream`;
     const events = await collect(readEvents(url, system.adminKey), () => false);
     expect(events.map((e) => e.event)).toEqual(["status"]);
-    expect(JSON.parse(events[0].data)).toEqual({ ok: false, reason: "no live container" });
+    expect(JSON.parse(events[0].data)).toEqual({
+      ok: false,
+      reason: "no live container",
+    });
   });
 });

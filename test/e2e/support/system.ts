@@ -70,7 +70,12 @@ export class TestSystem {
     return system;
   }
 
-  async api(method: string, path: string, body?: unknown, key = this.adminKey): Promise<ApiResponse> {
+  async api(
+    method: string,
+    path: string,
+    body?: unknown,
+    key = this.adminKey,
+  ): Promise<ApiResponse> {
     const res = await fetch(`${this.url}${path}`, {
       method,
       headers: {
@@ -119,8 +124,16 @@ export class TestSystem {
   }
 
   /** Registers a runner and returns its token. */
-  async registerRunner(name = "e2e", capacity = 2): Promise<{ id: string; token: string }> {
-    const { runner, token } = await this.ok("POST", "/api/runners", { name, capacity }, 201);
+  async registerRunner(
+    name = "e2e",
+    capacity = 2,
+  ): Promise<{ id: string; token: string }> {
+    const { runner, token } = await this.ok(
+      "POST",
+      "/api/runners",
+      { name, capacity },
+      201,
+    );
     return { id: runner.id, token };
   }
 
@@ -135,7 +148,8 @@ export class TestSystem {
     env: Record<string, string> = {},
     options: { url?: string; stderr?: "pipe" } = {},
   ): ChildProcess {
-    const stderr = options.stderr ?? (process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore");
+    const stderr =
+      options.stderr ?? (process.env.AEROPLANE_TEST_VERBOSE ? "inherit" : "ignore");
     const child = spawn(
       process.execPath,
       ["--import", "tsx", join(projectRoot, "runner/main.ts"), ...args],
