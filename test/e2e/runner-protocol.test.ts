@@ -12,7 +12,7 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import Docker from "dockerode";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, type TestContext } from "vitest";
 import { PROTOCOL_VERSION, type Job, type RunnerFrame } from "../../schema/protocol.js";
 import { Agent, type RunJob } from "../../runner/agent.js";
 import {
@@ -409,7 +409,12 @@ describe("the runner protocol client", () => {
  * A runner process on `url`, killed when the test ends if it still runs;
  * `stderr()` is its log so far.
  */
-function spawnRunner(url: string, token: string, env: NodeJS.ProcessEnv = {}) {
+function spawnRunner(
+  { onTestFinished }: TestContext,
+  url: string,
+  token: string,
+  env: NodeJS.ProcessEnv = {},
+) {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", "runner/main.ts", "--url", url, "--token", token],
@@ -424,12 +429,12 @@ function spawnRunner(url: string, token: string, env: NodeJS.ProcessEnv = {}) {
     process.stderr.write(chunk);
   });
   const exited = once(child, "exit") as Promise<[number | null, string | null]>;
-  running.push({ stop: async () => void child.kill("SIGKILL") });
+  onTestFinished(() => void child.kill("SIGKILL"));
   return { child, exited, stderr: () => log };
 }
 
 /** A git:// server that accepts connections and never answers: a clone hangs. */
-async function silentGitServer() {
+async function silentGitServer({ onTestFinished }: TestContext) {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
@@ -438,13 +443,11 @@ async function silentGitServer() {
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as net.AddressInfo;
-  running.push({
-    stop: async () => {
-      // git runs in its own process group and outlives a killed runner;
-      // losing its connection is what makes it give up.
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
+  onTestFinished(() => {
+    // git runs in its own process group and outlives a killed runner;
+    // losing its connection is what makes it give up.
+    for (const socket of sockets) socket.destroy();
+    server.close();
   });
   return `git://127.0.0.1:${port}/app`;
 }
@@ -535,21 +538,22 @@ describe("the runner process", () => {
   const serviceId = `svc_sigterm${process.pid}`;
   afterAll(() => removeServices([serviceId]));
 
-  it("stops, cleaning up its job, when a newer runner with its token connects; the newer stays", async () => {
+  it("stops, cleaning up its job, when a newer runner with its token connects; the newer stays", async (context) => {
+    const { expect, onTestFinished } = context;
     const plane = await ScriptedControlPlane.start();
-    running.push(plane);
+    onTestFinished(() => plane.stop());
     const token = `apr_${randomBytes(12).toString("hex")}`;
     const prefix = `aeroplane-${runnerMarkOf(token)}-`;
     const tmp = async () => {
       const dir = await mkdtemp(path.join(tmpdir(), "aeroplane-test-tmp-"));
-      running.push({ stop: () => rm(dir, { recursive: true, force: true }) });
+      onTestFinished(() => rm(dir, { recursive: true, force: true }));
       return dir;
     };
     const [olderTmp, newerTmp] = [await tmp(), await tmp()];
 
-    const older = spawnRunner(plane.url, token, { TMPDIR: olderTmp });
+    const older = spawnRunner(context, plane.url, token, { TMPDIR: olderTmp });
     await plane.welcome(0);
-    const job = { ...testJob(8), repoUrl: await silentGitServer() };
+    const job = { ...testJob(8), repoUrl: await silentGitServer(context) };
     job.hostPort = await freePort();
     await plane.startJob(job);
     await plane.next("logs", 0, (frame) =>
@@ -558,7 +562,7 @@ describe("the runner process", () => {
     expect((await readdir(olderTmp)).some((n) => n.startsWith(prefix))).toBe(true);
 
     const from = plane.frames.length;
-    const newer = spawnRunner(plane.url, token, { TMPDIR: newerTmp });
+    const newer = spawnRunner(context, plane.url, token, { TMPDIR: newerTmp });
     await plane.welcome(from);
     const [code] = await older.exited;
 
@@ -576,11 +580,12 @@ describe("the runner process", () => {
     expect((await newer.exited)[0]).toBe(0);
   });
 
-  it("exits at once when the control plane refuses its token, saying what to do", async () => {
+  it("exits at once when the control plane refuses its token, saying what to do", async (context) => {
+    const { expect, onTestFinished } = context;
     const plane = await ScriptedControlPlane.start();
-    running.push(plane);
+    onTestFinished(() => plane.stop());
     plane.refuseWith = 401;
-    const runner = spawnRunner(plane.url, "apr_refused");
+    const runner = spawnRunner(context, plane.url, "apr_refused");
     const [code] = await runner.exited;
     expect(code).toBe(78);
     expect(runner.stderr()).toMatch(
@@ -589,18 +594,19 @@ describe("the runner process", () => {
     expect(plane.connections).toBe(1);
   });
 
-  it("removes, when it starts, the clone directory a predecessor killed by SIGKILL left", async () => {
+  it("removes, when it starts, the clone directory a predecessor killed by SIGKILL left", async (context) => {
+    const { expect, onTestFinished } = context;
     const tmp = await mkdtemp(path.join(tmpdir(), "aeroplane-test-tmp-"));
-    running.push({ stop: () => rm(tmp, { recursive: true, force: true }) });
+    onTestFinished(() => rm(tmp, { recursive: true, force: true }));
     const plane = await ScriptedControlPlane.start();
-    running.push(plane);
+    onTestFinished(() => plane.stop());
     const token = `apr_${randomBytes(12).toString("hex")}`;
     const prefix = `aeroplane-${runnerMarkOf(token)}-`;
     const clones = async () => (await readdir(tmp)).filter((n) => n.startsWith(prefix));
 
-    const killed = spawnRunner(plane.url, token, { TMPDIR: tmp });
+    const killed = spawnRunner(context, plane.url, token, { TMPDIR: tmp });
     await plane.welcome(0);
-    const job = { ...testJob(7), repoUrl: await silentGitServer() };
+    const job = { ...testJob(7), repoUrl: await silentGitServer(context) };
     job.hostPort = await freePort();
     await plane.startJob(job);
     await plane.next("logs", 0, (frame) =>
@@ -616,17 +622,18 @@ describe("the runner process", () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
 
     const from = plane.frames.length;
-    const next = spawnRunner(plane.url, token, { TMPDIR: tmp });
+    const next = spawnRunner(context, plane.url, token, { TMPDIR: tmp });
     await plane.next("hello", from);
     expect(await clones()).toEqual([]);
     next.child.kill("SIGTERM");
     expect((await next.exited)[0]).toBe(0);
   });
 
-  it("on SIGTERM aborts the running deployment, cleans up, reports it and exits", async () => {
+  it("on SIGTERM aborts the running deployment, cleans up, reports it and exits", async (context) => {
+    const { expect, onTestFinished } = context;
     await ensureBaseImage();
     const repo = await servedRepository();
-    running.push(repo);
+    onTestFinished(() => repo.stop());
     await repo.commit(
       {
         Dockerfile: [
@@ -637,14 +644,14 @@ describe("the runner process", () => {
       "slow build",
     );
     const plane = await ScriptedControlPlane.start();
-    running.push(plane);
+    onTestFinished(() => plane.stop());
     const child = spawn(
       process.execPath,
       ["--import", "tsx", "runner/main.ts", "--url", plane.url, "--token", "apr_process"],
       { env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn" }, stdio: "inherit" },
     );
     const exited = once(child, "exit");
-    running.push({ stop: async () => void child.kill("SIGKILL") });
+    onTestFinished(() => void child.kill("SIGKILL"));
 
     const hello = await plane.welcome(0);
     expect(hello.version).toBe("0.1.0");
