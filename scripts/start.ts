@@ -186,7 +186,7 @@ async function main(): Promise<void> {
 
   writeFileSync(
     devEnvFile,
-    `AEROPLANE_URL=${controlPlane.url}\nAEROPLANE_API_KEY=${install.apiKey}\n`,
+    `export AEROPLANE_URL=${controlPlane.url}\nexport AEROPLANE_API_KEY=${install.apiKey}\n`,
     { mode: 0o600 },
   );
   const service = install.exampleServiceId

@@ -57,6 +57,24 @@ describe("leases", () => {
     expect(row).toMatchObject({ status: "failed", finishedAt: expect.any(String) });
     expect((await logLines(id)).at(-1)).toMatch(/^Deployment failed: runner lost: no heartbeat/);
 
+    // The runner wakes up (it was paused): its next heartbeat stops the job,
+    // and its late lines are acknowledged but kept out of the failed log.
+    socket.send({ type: "heartbeat", leaseIds: [job.leaseId] });
+    expect(await socket.next("job.abort")).toEqual({
+      type: "job.abort",
+      deploymentId: id,
+      leaseId: job.leaseId,
+    });
+    const before = await logLines(id);
+    socket.send({
+      type: "logs",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      lines: [{ seq: 1, line: "late line", stream: "stdout", at: new Date().toISOString() }],
+    });
+    expect((await socket.next("logs.ack")).seq).toBe(1);
+    expect(await logLines(id)).toEqual(before);
+
     // The runner's late success is refused; it was never re-offered.
     socket.send({
       type: "job.result",

@@ -260,6 +260,7 @@ export class RunnerChannel extends DurableObject<Env> {
 
   async #heartbeat(leaseIds: string[]) {
     this.#renew(leaseIds);
+    await this.#stopVoidLeases(leaseIds);
     const now = Date.now();
     if (now - this.#lastHeartbeatWrite < HEARTBEAT_WRITE_INTERVAL_MS) return;
     this.#lastHeartbeatWrite = now;
@@ -289,6 +290,8 @@ export class RunnerChannel extends DurableObject<Env> {
     if (!started) {
       this.#dropLease(leaseId);
       this.#send({ type: "job.cancel", deploymentId, leaseId });
+      // The slot and the service are free again: a newer deployment may wait.
+      await this.#dispatch();
       return;
     }
     this.#sql.exec(
@@ -324,9 +327,41 @@ export class RunnerChannel extends DurableObject<Env> {
   }
 
   async #logs(frame: Extract<RunnerFrame, { type: "logs" }>) {
-    const log = deploymentLog(this.env, frame.deploymentId);
-    const seq = await log.appendRunner(frame.leaseId, frame.lines);
-    this.#send({ type: "logs.ack", deploymentId: frame.deploymentId, leaseId: frame.leaseId, seq });
+    const { deploymentId, leaseId } = frame;
+    if (!this.#lease(leaseId)) {
+      // The lease is over: its result was recorded (and every line before
+      // it), or it lapsed and the deployment failed. Nothing after that
+      // belongs in the log; the runner may forget the lines.
+      const seq = Math.max(...frame.lines.map((l) => l.seq));
+      this.#send({ type: "logs.ack", deploymentId, leaseId, seq });
+      await this.#stopVoidLeases([leaseId]);
+      return;
+    }
+    const seq = await deploymentLog(this.env, deploymentId).appendRunner(leaseId, frame.lines);
+    this.#send({ type: "logs.ack", deploymentId, leaseId, seq });
+  }
+
+  /**
+   * A runner still working under a lease that lapsed (say it was paused past
+   * the timeout) learns here that its deployment failed, and stops before it
+   * can swap anything in.
+   */
+  async #stopVoidLeases(leaseIds: string[]): Promise<void> {
+    const known = new Set(this.#leases().map((l) => l.lease_id));
+    const unknown = leaseIds.filter((id) => !known.has(id));
+    if (unknown.length === 0) return;
+    const rows = await database(this.env)
+      .select({ id: deployments.id, leaseId: deployments.leaseId })
+      .from(deployments)
+      .where(
+        and(
+          inArray(deployments.leaseId, unknown.slice(0, 90)),
+          inArray(deployments.status, ["failed", "aborted"]),
+        ),
+      );
+    for (const row of rows) {
+      this.#send({ type: "job.abort", deploymentId: row.id, leaseId: row.leaseId! });
+    }
   }
 
   async #result(frame: Extract<RunnerFrame, { type: "job.result" }>) {
