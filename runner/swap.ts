@@ -101,6 +101,7 @@ async function swapLocked(ctx: AttemptContext): Promise<ReplacedDeployment | nul
   let progress: SwapProgress = current ? "live" : "none";
 
   try {
+    ctx.signal.throwIfAborted();
     if (replaced) {
       ctx.log(
         `Stopping ${names.stable} (deployment ${replaced.deploymentId ?? "unknown"})`,
@@ -109,6 +110,9 @@ async function swapLocked(ctx: AttemptContext): Promise<ReplacedDeployment | nul
       await docker.rename(names.stable, names.previous);
       progress = "parked";
     }
+    // An abort that came while the old container stopped must bring it
+    // back, not start the aborted deployment in its place.
+    ctx.signal.throwIfAborted();
 
     ctx.log(`Starting ${names.stable} on port ${job.hostPort}`);
     // No restart policy yet: an app that crashes during the check must show
