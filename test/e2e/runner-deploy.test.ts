@@ -320,11 +320,10 @@ describe.concurrent("runDeployment", () => {
       await squatter.remove({ force: true });
     }
 
-    // The service's own -stable holds the port from now on; that is no conflict.
+    // Once it is gone the port is free again. (The service's own -stable
+    // holding it is no conflict: every redeploy test replaces one.)
     expect((await deploy(service.job())).result.outcome).toBe("running");
-    await service.repo.commit(app("v2"), "second version");
-    expect((await deploy(service.job())).result.outcome).toBe("running");
-    expect(await service.answer()).toBe("v2");
+    expect(await service.answer()).toBe("v1");
   });
 
   it("redacts environment values from every log line and the reason", async () => {

@@ -365,18 +365,30 @@ describe.concurrent("reconciling Docker", () => {
 describe.concurrent("a deleted service", () => {
   it("loses its job, containers and images on this runner, which then confirms, and again when asked again", async (context) => {
     const { expect } = context;
-    const service = await newService();
-    const { serviceId } = service;
+    const serviceId = newServiceId();
     const mark = runnerMarkOf(`apr_${randomBytes(12).toString("hex")}`);
-    // Live v2, with v1 parked as -previous: made without this runner's
-    // mark, so only their names find them.
-    await service.repo.commit(app("v1"), "first version");
-    const first = service.job();
-    expect((await deploy(first)).result.outcome).toBe("running");
-    await service.repo.commit(app("v2"), "second version");
-    const second = service.job();
-    expect((await deploy(second)).result.outcome).toBe("running");
-    const leftover = randomId("dep");
+    const otherMark = runnerMarkOf("apr_another_runner");
+    const dep = () => randomId("dep");
+    const [live, parked, leftover, foreign] = [dep(), dep(), dep(), dep()];
+    const liveImage = await labelledImage(serviceId, live, mark);
+    const parkedImage = await labelledImage(serviceId, parked, otherMark);
+    // Its live container without any label, and a parked one another runner
+    // made: only their names tie them to the service.
+    const stable = await docker.createContainer({
+      name: `aeroplane-${serviceId}-stable`,
+      Image: liveImage,
+      Cmd: ["node", "-e", "console.log('serving'); setInterval(() => {}, 1000)"],
+    });
+    await stable.start();
+    await idler({
+      name: `aeroplane-${serviceId}-previous`,
+      serviceId,
+      deploymentId: parked,
+      role: "stable",
+      mark: otherMark,
+      running: false,
+      image: parkedImage,
+    });
     await idler({
       name: `aeroplane-${serviceId}-${leftover}`,
       serviceId,
@@ -385,13 +397,13 @@ describe.concurrent("a deleted service", () => {
       mark,
       running: true,
     });
-    const foreign = randomId("dep");
+    // Another runner's candidate, not named like the service's own.
     await idler({
       name: `aeroplane-${serviceId}-${foreign}`,
       serviceId,
       deploymentId: foreign,
       role: "candidate",
-      mark: runnerMarkOf("apr_another_runner"),
+      mark: otherMark,
       running: true,
     });
 
@@ -405,11 +417,12 @@ describe.concurrent("a deleted service", () => {
       );
     const { plane } = await startAgent(context, { runnerMark: mark, runJob });
     await plane.welcome(0);
-    const job = heldJob(serviceId, randomId("dep"));
+    const job = heldJob(serviceId, dep());
     await plane.startJob(job);
     await plane.next("heartbeat", 0, (frame) => frame.leaseIds.length > 0);
     plane.send({ type: "runtime.follow", serviceId, tail: 5 });
-    await plane.next("runtime.snapshot");
+    const snapshot = await plane.next("runtime.snapshot");
+    expect(snapshot.lines.map((line) => line.line)).toEqual(["serving"]);
 
     const from = plane.frames.length;
     plane.send({ type: "service.remove", serviceId });
@@ -418,12 +431,16 @@ describe.concurrent("a deleted service", () => {
     const result = await plane.next("job.result", from);
     expect(result).toMatchObject({ leaseId: job.leaseId, outcome: "aborted" });
     expect(result.index).toBeLessThan(removed.index);
-    expect((await service.containers()).map((c) => c.Names[0])).toEqual([
-      `/aeroplane-${serviceId}-${foreign}`,
-    ]);
-    expect(await imageExists(first.imageTag)).toBe(false);
-    expect(await imageExists(second.imageTag)).toBe(false);
-    await expect(service.answer()).rejects.toThrow();
+    const names = async () =>
+      (
+        await docker.listContainers({
+          all: true,
+          filters: { name: [`aeroplane-${serviceId}-`] },
+        })
+      ).map((container) => container.Names[0]);
+    expect(await names()).toEqual([`/aeroplane-${serviceId}-${foreign}`]);
+    expect(await imageExists(liveImage)).toBe(false);
+    expect(await imageExists(parkedImage)).toBe(false);
     // Its runtime log was unfollowed, not ended by the removal.
     expect(plane.frames.some((frame) => frame.type === "runtime.end")).toBe(false);
 
@@ -431,7 +448,7 @@ describe.concurrent("a deleted service", () => {
     const again = plane.frames.length;
     plane.send({ type: "service.remove", serviceId });
     await plane.next("service.removed", again);
-    expect((await service.containers()).length).toBe(1);
+    expect(await names()).toEqual([`/aeroplane-${serviceId}-${foreign}`]);
   });
 });
 
