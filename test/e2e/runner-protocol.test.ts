@@ -645,13 +645,9 @@ describe("the runner process", () => {
     );
     const plane = await ScriptedControlPlane.start();
     onTestFinished(() => plane.stop());
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "runner/main.ts", "--url", plane.url, "--token", "apr_process"],
-      { env: { ...process.env, AEROPLANE_LOG_LEVEL: "warn" }, stdio: "inherit" },
-    );
-    const exited = once(child, "exit");
-    onTestFinished(() => void child.kill("SIGKILL"));
+    // A token of its own: a runner sharing it would clean up this one's work.
+    const token = `apr_${randomBytes(12).toString("hex")}`;
+    const { child, exited } = spawnRunner(context, plane.url, token);
 
     const hello = await plane.welcome(0);
     expect(hello.version).toBe("0.1.0");
