@@ -12,6 +12,12 @@ const log = createLogger("runner:runtime-logs");
 /** Lines wait this long to be sent together. */
 const BATCH_INTERVAL_MS = 100;
 const MAX_LINES_PER_FRAME = 500;
+/**
+ * Live lines relayed per second and service. An app printing faster than a
+ * person can read would otherwise flood the control plane, and with it the
+ * deploys that share the runner's socket; the excess is counted, not sent.
+ */
+export const MAX_LIVE_LINES_PER_SECOND = 1_000;
 
 export class RuntimeLogs {
   #follows = new Map<string, AbortController>();
@@ -69,7 +75,32 @@ export class RuntimeLogs {
     const snapshot: RuntimeLogLine[] = [];
     const live: RuntimeLogLine[] = [];
     let snapshotSent = false;
+    let windowStart = Date.now();
+    let windowLines = 0;
+    let skipped = 0;
+    const keepLive = (line: RuntimeLogLine) => {
+      const now = Date.now();
+      if (now - windowStart >= 1_000) {
+        windowStart = now;
+        windowLines = 0;
+      }
+      if (windowLines >= MAX_LIVE_LINES_PER_SECOND) skipped++;
+      else {
+        windowLines++;
+        live.push(line);
+      }
+    };
     const flush = () => {
+      if (skipped > 0) {
+        live.push({
+          line:
+            `[aeroplane] skipped ${skipped} lines: the app wrote more than ` +
+            `${MAX_LIVE_LINES_PER_SECOND} lines per second`,
+          stream: "stderr",
+          at: new Date().toISOString(),
+        });
+        skipped = 0;
+      }
       if (!snapshotSent) {
         this.send({ type: "runtime.snapshot", serviceId, lines: snapshot.splice(0) });
         snapshotSent = true;
@@ -87,7 +118,10 @@ export class RuntimeLogs {
       await this.docker.followLogs(container, {
         tail,
         signal,
-        onLine: (line) => (!snapshotSent && line.at < since ? snapshot : live).push(line),
+        onLine: (line) => {
+          if (!snapshotSent && line.at < since) snapshot.push(line);
+          else keepLive(line);
+        },
       });
       flush();
       if (!signal.aborted) {

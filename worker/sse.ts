@@ -103,7 +103,9 @@ export class SseHub {
 
   #drop(client: Client): void {
     if (!this.#clients.delete(client)) return;
-    client.writer.abort(new Error("SSE client fell behind or went away")).catch(() => {});
+    // close() rather than abort(): workerd reports an aborted body stream as
+    // an uncaught error, and the client is gone or resumes with Last-Event-ID.
+    client.writer.close().catch(() => {});
     this.#schedulePings();
     if (this.#clients.size === 0) this.onEmpty();
   }
@@ -119,4 +121,16 @@ export class SseHub {
       this.#pingTimer = undefined;
     }
   }
+}
+
+/**
+ * Passes a Durable Object's SSE response on to the client, cancelling the
+ * object's stream when the client hangs up: that is how a hub learns at once
+ * that the client left (the object's own request signal does not fire).
+ */
+export function relayUntilHangUp(res: Response, clientSignal: AbortSignal): Response {
+  if (!res.body) return res;
+  const { readable, writable } = new TransformStream();
+  res.body.pipeTo(writable, { signal: clientSignal }).catch(() => {});
+  return new Response(readable, res);
 }

@@ -155,3 +155,52 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
     });
   });
 });
+
+describe("an app that prints faster than anyone can read", () => {
+  it("is relayed at a bounded rate, with the skipped lines counted, and the API stays up", async () => {
+    const chatty = await servedRepository("chatty");
+    try {
+      const script = `
+        let n = 0;
+        require("http").createServer((q, s) => s.end("ok")).listen(3000);
+        setInterval(() => { for (let i = 0; i < 500; i++) console.log("chatty " + n++); }, 10);`;
+      await chatty.commit({ Dockerfile: nodeDockerfile(), "server.js": script }, "chatty app");
+      const { serviceId: chattyId } = await system.createService(
+        { name: "chatty", repoUrl: chatty.url },
+        { projectName: "chatty" },
+      );
+      const deploymentId = await deploy(system, chattyId);
+      await system.waitForDeployment(deploymentId, (d) => d.status === "running");
+
+      const stop = new AbortController();
+      const url = `${system.url}/api/services/${chattyId}/runtime-logs/stream?tail=0`;
+      const events = readEvents(url, system.adminKey, { signal: stop.signal });
+      const startedAt = Date.now();
+      const seen: SseEvent[] = [];
+      let pings = 0;
+      for (let r = await events.next(); !r.done; r = await events.next()) {
+        if (r.value.event === "ping") pings++;
+        else seen.push(r.value);
+        if (Date.now() - startedAt > 3_000) break;
+      }
+      const seconds = (Date.now() - startedAt) / 1000;
+      const logged = lines(seen);
+      const skipped = logged.filter((l) => l.line.startsWith("[aeroplane] skipped"));
+      // The app wrote ~50,000 lines a second; at most 1,000 a second came through.
+      expect(logged.length - skipped.length).toBeLessThanOrEqual(1_000 * Math.ceil(seconds + 1));
+      expect(skipped.length).toBeGreaterThan(0);
+      expect(skipped[0].stream).toBe("stderr");
+      expect(pings).toBeGreaterThan(0);
+      expect((await fetch(`${system.url}/healthz`)).status).toBe(200);
+
+      stop.abort();
+      await waitFor(
+        "the runner to stop following the chatty service",
+        () => runnerLog.includes(`Stopped following runtime logs service=${chattyId}`),
+        10_000,
+      );
+    } finally {
+      await chatty.stop();
+    }
+  });
+});

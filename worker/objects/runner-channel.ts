@@ -89,7 +89,8 @@ export class RunnerChannel extends DurableObject<Env> {
     const url = new URL(request.url);
     if (url.pathname === "/runtime-logs") {
       const serviceId = url.searchParams.get("serviceId") ?? "";
-      return this.#runtimeLogs.open(serviceId, Number(url.searchParams.get("tail") ?? 200));
+      const tail = Number(url.searchParams.get("tail") ?? 200);
+      return this.#runtimeLogs.open(serviceId, tail);
     }
     const runnerId = request.headers.get("X-Aeroplane-Runner-Id");
     if (!runnerId || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {

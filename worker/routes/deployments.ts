@@ -19,6 +19,7 @@ import { newId } from "../ids";
 import { authErrors, errorResponses, idParam, jsonResponse } from "../openapi";
 import { findDeployment, findService } from "../lookups";
 import { database, newRouter } from "../router";
+import { relayUntilHangUp } from "../sse";
 
 export const deploymentRoutes = newRouter();
 
@@ -218,8 +219,7 @@ deploymentRoutes.openapi(
       c.req.valid("header")["last-event-id"] ?? c.req.valid("query").lastEventId ?? 0;
     const request = new Request("https://deployment-log/stream", {
       headers: { "Last-Event-ID": String(lastEventId) },
-      signal: c.req.raw.signal,
     });
-    return deploymentLog(c.env, row.id).fetch(request);
+    return relayUntilHangUp(await deploymentLog(c.env, row.id).fetch(request), c.req.raw.signal);
   },
 );

@@ -8,7 +8,7 @@ import { runnerChannel, runnerIdFor } from "../deployments";
 import { findService } from "../lookups";
 import { authErrors, errorResponses, idParam } from "../openapi";
 import { newRouter } from "../router";
-import { SseHub } from "../sse";
+import { relayUntilHangUp, SseHub } from "../sse";
 
 export const runtimeLogRoutes = newRouter();
 
@@ -39,8 +39,7 @@ runtimeLogRoutes.openapi(
     const url = new URL("https://runner/runtime-logs");
     url.searchParams.set("serviceId", service.id);
     url.searchParams.set("tail", String(c.req.valid("query").tail));
-    return runnerChannel(c.env, runnerId).fetch(
-      new Request(url, { signal: c.req.raw.signal }),
-    );
+    const res = await runnerChannel(c.env, runnerId).fetch(new Request(url));
+    return relayUntilHangUp(res, c.req.raw.signal);
   },
 );
