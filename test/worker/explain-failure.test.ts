@@ -203,6 +203,15 @@ describe("the builtin rules", () => {
     );
   });
 
+  it("explain a commit the repository does not have, as the runner reports it", () => {
+    const explanation = explainWithRules({
+      ...contextOf(failureLogs.cloneMissingCommit),
+      commitSha: "deadbee",
+    });
+    expect(explanation.summary).toBe("The clone failed: commit deadbee was not found.");
+    expect(explanation.commands[0]).toBe("git branch -r --contains deadbee");
+  });
+
   it("explain a clone the git host refused for lack of credentials", () => {
     const explanation = explainWithRules(
       contextOf(failureLogs.cloneAuth, {

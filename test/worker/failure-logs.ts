@@ -115,6 +115,13 @@ export const failureLogs = {
       err("Clone failed: Remote branch nope not found in upstream origin"),
     ],
   },
+  cloneMissingCommit: {
+    reason: "Commit deadbee not found in git://127.0.0.1:9418/app.git (branch main)",
+    lines: [
+      out("Cloning git://127.0.0.1:9418/app.git at commit deadbee of main"),
+      err("Commit deadbee not found in git://127.0.0.1:9418/app.git (branch main)"),
+    ],
+  },
   cloneAuth: {
     reason:
       "Clone failed: could not read Username for 'https://github.com': terminal prompts disabled",

@@ -5,12 +5,12 @@ import { patchService, redeploy, shellQuote, withoutCredentials } from "./comman
 import { failureReason, findLast, quote } from "./log";
 
 const CLONE_FAILED =
-  /^Clone failed\b|^(?:fatal|error): .*\b(?:remote|repository|clone)\b/i;
+  /^Clone failed\b|^Commit \S+ not found\b|^(?:fatal|error): .*\b(?:remote|repository|clone)\b/i;
 
 const MISSING_BRANCH =
   /Remote branch (\S+) not found|Could not find remote branch (\S+)|couldn't find remote ref (?:refs\/heads\/)?(\S+)/i;
 const MISSING_COMMIT =
-  /not our ref|reference is not a tree|invalid reference|unable to read tree|bad object|did not match any|upload-pack: not our ref/i;
+  /^Commit \S+ not found\b|not our ref|reference is not a tree|invalid reference|unable to read tree|bad object|did not match any|upload-pack: not our ref/i;
 const TRANSPORT_REFUSED = /transport '(\w+)' not allowed/i;
 const AUTH_FAILED = new RegExp(
   [
