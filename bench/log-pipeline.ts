@@ -35,7 +35,9 @@ const results: Record<string, number> = {};
 
 function record(name: string, value: number, unit: string): void {
   results[name] = Math.round(value * 100) / 100;
-  process.stdout.write(`${name.padEnd(40)} ${String(results[name]).padStart(12)} ${unit}\n`);
+  process.stdout.write(
+    `${name.padEnd(40)} ${String(results[name]).padStart(12)} ${unit}\n`,
+  );
 }
 
 function benchOutbox(): void {
@@ -45,7 +47,8 @@ function benchOutbox(): void {
   outbox.open({ deploymentId: "dep_bench", leaseId: "lse_bench" });
   const at = new Date();
   const start = performance.now();
-  for (let i = 1; i <= LINES; i++) outbox.append("lse_bench", `${LINE} ${i}`, "stdout", at);
+  for (let i = 1; i <= LINES; i++)
+    outbox.append("lse_bench", `${LINE} ${i}`, "stdout", at);
   const appended = performance.now();
   const held = process.memoryUsage().heapUsed - before;
   let frames = 0;
@@ -92,12 +95,18 @@ class BenchRunner {
     this.#socket.send(JSON.stringify(frame));
   }
 
-  next<T extends WorkerFrame["type"]>(type: T): Promise<Extract<WorkerFrame, { type: T }>> {
+  next<T extends WorkerFrame["type"]>(
+    type: T,
+  ): Promise<Extract<WorkerFrame, { type: T }>> {
     const index = this.#inbox.findIndex((f) => f.type === type);
     if (index >= 0) {
-      return Promise.resolve(this.#inbox.splice(index, 1)[0] as Extract<WorkerFrame, { type: T }>);
+      return Promise.resolve(
+        this.#inbox.splice(index, 1)[0] as Extract<WorkerFrame, { type: T }>,
+      );
     }
-    return new Promise((resolve) => this.#waiters.set(type, resolve as (f: WorkerFrame) => void));
+    return new Promise((resolve) =>
+      this.#waiters.set(type, resolve as (f: WorkerFrame) => void),
+    );
   }
 
   /** Resolves when an ack reaches `seq`. */
@@ -164,7 +173,11 @@ async function benchIngestion(): Promise<void> {
     const queuedAt = performance.now();
     const { deployment } = await call("POST", `/api/services/${service.id}/deployments`);
     const { job } = await runner.next("job.offer");
-    runner.send({ type: "job.accept", deploymentId: job.deploymentId, leaseId: job.leaseId });
+    runner.send({
+      type: "job.accept",
+      deploymentId: job.deploymentId,
+      leaseId: job.leaseId,
+    });
     await runner.next("job.start");
     record("queue → job.start latency", performance.now() - queuedAt, "ms");
 
@@ -172,7 +185,8 @@ async function benchIngestion(): Promise<void> {
     const outbox = new Outbox();
     outbox.open({ deploymentId: job.deploymentId, leaseId: job.leaseId });
     const at = new Date();
-    for (let i = 1; i <= LINES; i++) outbox.append(job.leaseId, `${LINE} ${i}`, "stdout", at);
+    for (let i = 1; i <= LINES; i++)
+      outbox.append(job.leaseId, `${LINE} ${i}`, "stdout", at);
     const allAcked = runner.acked(LINES);
     const start = performance.now();
     for (const frame of outbox.drain()) runner.send(frame);
@@ -185,14 +199,18 @@ async function benchIngestion(): Promise<void> {
     record(`GET /logs of ${logs.logs.length} lines`, performance.now() - t, "ms");
 
     t = performance.now();
-    const res = await fetch(`${controlPlane.url}/api/deployments/${deployment.id}/stream`, {
-      headers: { Authorization: `Bearer ${key}` },
-    });
+    const res = await fetch(
+      `${controlPlane.url}/api/deployments/${deployment.id}/stream`,
+      {
+        headers: { Authorization: `Bearer ${key}` },
+      },
+    );
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
     // Look for the status event that follows the snapshot in a sliding window.
-    for (let tail = ""; !tail.includes("event: status"); ) {
-      tail = tail.slice(-32) + decoder.decode((await reader.read()).value, { stream: true });
+    for (let tail = ""; !tail.includes("event: status");) {
+      tail =
+        tail.slice(-32) + decoder.decode((await reader.read()).value, { stream: true });
     }
     record("SSE snapshot of all lines", performance.now() - t, "ms");
     await reader.cancel();

@@ -30,7 +30,12 @@ const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "not a valid variab
 // ── Projects ────────────────────────────────────────────────────────────────
 
 export const project = z
-  .object({ id: z.string(), name: z.string(), createdAt: z.string(), updatedAt: z.string() })
+  .object({
+    id: z.string(),
+    name: z.string(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
   .openapi("Project");
 export const createProjectBody = z.object({ name }).strict();
 export const updateProjectBody = z.object({ name }).strict();
@@ -85,7 +90,10 @@ const serviceFields = {
   healthCheckPath: z
     .string()
     .max(500)
-    .regex(/^\/[^\s\x00-\x1f]*$/, "must start with / and hold no spaces or control characters"),
+    .regex(
+      /^\/[^\s\x00-\x1f]*$/,
+      "must start with / and hold no spaces or control characters",
+    ),
   runnerId: z.string().nullable(),
   env: z
     .record(envName, z.string().max(32_768))
@@ -185,7 +193,9 @@ export const createApiKeyBody = z
     projectIds: z.array(z.string()).min(1).max(100).nullable().default(null),
   })
   .strict();
-export const bootstrapBody = z.object({ token: z.string().min(1), name: name.optional() }).strict();
+export const bootstrapBody = z
+  .object({ token: z.string().min(1), name: name.optional() })
+  .strict();
 
 // ── AI providers and failure explanations ───────────────────────────────────
 

@@ -43,11 +43,21 @@ export const job = z.object({
 });
 export type Job = z.infer<typeof job>;
 
-export const jobPhase = z.enum(["cloning", "building", "starting", "health-check", "swapping"]);
+export const jobPhase = z.enum([
+  "cloning",
+  "building",
+  "starting",
+  "health-check",
+  "swapping",
+]);
 export type JobPhase = z.infer<typeof jobPhase>;
 
 /** A line of a live container's output, as Docker timestamps it. */
-export const runtimeLogLine = z.object({ line: z.string(), stream: logStream, at: z.string() });
+export const runtimeLogLine = z.object({
+  line: z.string(),
+  stream: logStream,
+  at: z.string(),
+});
 export type RuntimeLogLine = z.infer<typeof runtimeLogLine>;
 
 /** Frames the runner sends to the Worker. */
@@ -63,7 +73,11 @@ export const runnerFrame = z.discriminatedUnion("type", [
     inventory: z.array(z.string()).max(10_000),
   }),
   z.object({ type: z.literal("heartbeat"), leaseIds: z.array(z.string()) }),
-  z.object({ type: z.literal("job.accept"), deploymentId: z.string(), leaseId: z.string() }),
+  z.object({
+    type: z.literal("job.accept"),
+    deploymentId: z.string(),
+    leaseId: z.string(),
+  }),
   z.object({
     type: z.literal("job.reject"),
     deploymentId: z.string(),
@@ -135,10 +149,22 @@ export const workerFrame = z.discriminatedUnion("type", [
     orphanDeploymentIds: z.array(z.string()),
   }),
   z.object({ type: z.literal("job.offer"), job }),
-  z.object({ type: z.literal("job.start"), deploymentId: z.string(), leaseId: z.string() }),
+  z.object({
+    type: z.literal("job.start"),
+    deploymentId: z.string(),
+    leaseId: z.string(),
+  }),
   /** The offer is void (the deployment was aborted or superseded first). */
-  z.object({ type: z.literal("job.cancel"), deploymentId: z.string(), leaseId: z.string() }),
-  z.object({ type: z.literal("job.abort"), deploymentId: z.string(), leaseId: z.string() }),
+  z.object({
+    type: z.literal("job.cancel"),
+    deploymentId: z.string(),
+    leaseId: z.string(),
+  }),
+  z.object({
+    type: z.literal("job.abort"),
+    deploymentId: z.string(),
+    leaseId: z.string(),
+  }),
   /** Every line up to and including `seq` of this lease is stored. */
   z.object({
     type: z.literal("logs.ack"),
@@ -173,7 +199,10 @@ export const workerFrame = z.discriminatedUnion("type", [
 export type WorkerFrame = z.infer<typeof workerFrame>;
 
 /** Parses one frame; returns null for anything that is not a valid frame. */
-export function parseFrame<T extends z.ZodType>(schema: T, data: unknown): z.infer<T> | null {
+export function parseFrame<T extends z.ZodType>(
+  schema: T,
+  data: unknown,
+): z.infer<T> | null {
   if (typeof data !== "string") return null;
   let value: unknown;
   try {

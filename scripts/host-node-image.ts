@@ -55,11 +55,18 @@ async function writeContext(tar: Pack, files: string[]): Promise<void> {
     tar.entry({ name: "tmp", type: "directory", mode: 0o1777 });
     for (const file of files) {
       const { size, mode } = statSync(file);
-      await pipeline(createReadStream(file), tar.entry({ name: file.slice(1), size, mode }));
+      await pipeline(
+        createReadStream(file),
+        tar.entry({ name: file.slice(1), size, mode }),
+      );
     }
     // Put node on PATH wherever this machine keeps it.
     if (process.execPath !== "/usr/local/bin/node") {
-      tar.entry({ name: "usr/local/bin/node", type: "symlink", linkname: process.execPath });
+      tar.entry({
+        name: "usr/local/bin/node",
+        type: "symlink",
+        linkname: process.execPath,
+      });
     }
     tar.finalize();
   } catch (error) {

@@ -79,12 +79,17 @@ export class ControlPlane {
       wranglerBin,
       [
         "dev",
-        "--ip", "127.0.0.1",
-        "--port", String(port),
-        "--persist-to", persistDir,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--persist-to",
+        persistDir,
         "--show-interactive-dev-session=false",
-        "--inspector-port", String(await freePort()),
-        "--env-file", envFile,
+        "--inspector-port",
+        String(await freePort()),
+        "--env-file",
+        envFile,
       ],
       {
         cwd: projectRoot,
@@ -149,7 +154,8 @@ export async function bootstrap(url: string, token: string): Promise<string | nu
     body: JSON.stringify({ token, name: "local admin" }),
   });
   if (res.status === 409) return null;
-  if (res.status !== 201) throw new Error(`Bootstrap failed: ${res.status} ${await res.text()}`);
+  if (res.status !== 201)
+    throw new Error(`Bootstrap failed: ${res.status} ${await res.text()}`);
   const body = (await res.json()) as { secret: string };
   return body.secret;
 }

@@ -44,13 +44,20 @@ function saveInstall(install: LocalInstall): void {
   writeFileSync(localFile, `${JSON.stringify(install, null, 2)}\n`, { mode: 0o600 });
 }
 
-async function call<T>(url: string, apiKey: string, method: string, path: string, body?: unknown) {
+async function call<T>(
+  url: string,
+  apiKey: string,
+  method: string,
+  path: string,
+  body?: unknown,
+) {
   const res = await fetch(`${url}${path}`, {
     method,
     headers: { Authorization: `Bearer ${apiKey}`, "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
+  if (!res.ok)
+    throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`);
   return (await res.json()) as T;
 }
 
@@ -62,7 +69,9 @@ async function checkDocker(docker: Docker): Promise<boolean> {
   } catch (error) {
     say("");
     say(`! Docker is not reachable (${(error as Error).message}).`);
-    say("  Start it (`sudo systemctl start docker`, or `sudo dockerd &`) and make sure this");
+    say(
+      "  Start it (`sudo systemctl start docker`, or `sudo dockerd &`) and make sure this",
+    );
     say("  user may use /var/run/docker.sock (`sudo usermod -aG docker $USER`).");
     say("  The API keeps serving; the runner takes jobs once Docker answers.");
     say("");
@@ -171,7 +180,10 @@ async function main(): Promise<void> {
   const controlPlane = new ControlPlane({
     port,
     persistDir: `${stateDir}/state`,
-    vars: { BOOTSTRAP_TOKEN: install.bootstrapToken, ENCRYPTION_KEY: install.encryptionKey },
+    vars: {
+      BOOTSTRAP_TOKEN: install.bootstrapToken,
+      ENCRYPTION_KEY: install.encryptionKey,
+    },
   });
   say(`Starting the control plane on ${controlPlane.url}…`);
   await controlPlane.start();
@@ -221,7 +233,9 @@ async function main(): Promise<void> {
     say("\nStopping…");
     runner.kill("SIGTERM");
     await controlPlane.stop();
-    await new Promise((resolve) => (runner.exitCode === null ? runner.once("exit", resolve) : resolve(null)));
+    await new Promise((resolve) =>
+      runner.exitCode === null ? runner.once("exit", resolve) : resolve(null),
+    );
     process.exit(0);
   };
   process.on("SIGINT", stop);
@@ -238,6 +252,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  process.stderr.write(`npm start failed: ${error instanceof Error ? error.message : error}\n`);
+  process.stderr.write(
+    `npm start failed: ${error instanceof Error ? error.message : error}\n`,
+  );
   process.exit(1);
 });

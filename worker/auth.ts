@@ -46,7 +46,11 @@ export const requireAccess = (level: AccessLevel) =>
     if (rank[row.access] < rank[level]) {
       throw new ApiError(403, ErrorCode.forbidden, `This API key needs ${level} access`);
     }
-    c.set("apiKey", { id: row.id, access: row.access, projectIds: row.projectIds ?? null });
+    c.set("apiKey", {
+      id: row.id,
+      access: row.access,
+      projectIds: row.projectIds ?? null,
+    });
 
     const stale = new Date(Date.now() - LAST_USED_GRANULARITY_MS).toISOString();
     c.executionCtx.waitUntil(
@@ -54,7 +58,10 @@ export const requireAccess = (level: AccessLevel) =>
         .update(apiKeys)
         .set({ lastUsedAt: new Date().toISOString() })
         .where(
-          and(eq(apiKeys.id, row.id), or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, stale))),
+          and(
+            eq(apiKeys.id, row.id),
+            or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, stale)),
+          ),
         )
         .catch((error) => console.error("auth:lastUsedAt", error)),
     );
@@ -83,6 +90,10 @@ export function canSeeProject(key: AuthenticatedKey, projectId: string): boolean
  * Keys scoped to other projects get the same 404 as for a project that does
  * not exist, so a key never learns what lies outside its scope.
  */
-export function assertProjectVisible(key: AuthenticatedKey, projectId: string, what: string) {
+export function assertProjectVisible(
+  key: AuthenticatedKey,
+  projectId: string,
+  what: string,
+) {
   if (!canSeeProject(key, projectId)) throw notFound(what);
 }

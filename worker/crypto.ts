@@ -13,7 +13,8 @@ function toHex(bytes: ArrayBuffer): string {
 
 const toBase64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
 
-const fromBase64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, "base64"));
+const fromBase64 = (text: string): Uint8Array =>
+  new Uint8Array(Buffer.from(text, "base64"));
 
 /** SHA-256 of a secret, hex. Secrets are random and long, so no salt is needed. */
 export async function hashSecret(secret: string): Promise<string> {
@@ -30,14 +31,21 @@ export function timingSafeEqual(a: string, b: string): boolean {
 
 async function sealingKey(secret: string): Promise<CryptoKey> {
   const material = await crypto.subtle.digest("SHA-256", encoder.encode(secret));
-  return crypto.subtle.importKey("raw", material, "AES-GCM", false, ["encrypt", "decrypt"]);
+  return crypto.subtle.importKey("raw", material, "AES-GCM", false, [
+    "encrypt",
+    "decrypt",
+  ]);
 }
 
 /** Encrypts `plaintext` with AES-256-GCM under a key derived from `secret`. */
 export async function seal(plaintext: string, secret: string): Promise<string> {
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const key = await sealingKey(secret);
-  const data = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, encoder.encode(plaintext));
+  const data = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv },
+    key,
+    encoder.encode(plaintext),
+  );
   return `v1.${toBase64(iv)}.${toBase64(new Uint8Array(data))}`;
 }
 

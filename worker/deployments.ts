@@ -133,7 +133,9 @@ export async function queueDeployment(
     .returning({ id: deployments.id });
   await Promise.all(
     superseded.map(({ id }) =>
-      announce(env, id, "superseded", [{ line: `Superseded by ${row.id} before it started` }]),
+      announce(env, id, "superseded", [
+        { line: `Superseded by ${row.id} before it started` },
+      ]),
     ),
   );
 

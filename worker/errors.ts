@@ -34,7 +34,8 @@ export class ApiError extends Error {
 export const notFound = (what: string) =>
   new ApiError(404, ErrorCode.notFound, `${what} not found`);
 
-export const conflict = (message: string) => new ApiError(409, ErrorCode.conflict, message);
+export const conflict = (message: string) =>
+  new ApiError(409, ErrorCode.conflict, message);
 
 export function errorResponse(c: Context, error: ApiError) {
   const body = {
@@ -55,7 +56,8 @@ export function handleError(error: Error, c: Context) {
   if (error instanceof ApiError) return errorResponse(c, error);
   if (error instanceof HTTPException && error.status < 500) {
     // Hono's own validators throw these, e.g. for a body that is not JSON.
-    const code = error.status === 401 ? ErrorCode.unauthorized : ErrorCode.validationFailed;
+    const code =
+      error.status === 401 ? ErrorCode.unauthorized : ErrorCode.validationFailed;
     return errorResponse(c, new ApiError(error.status, code, error.message));
   }
   console.error(`Worker:${c.req.method} ${c.req.path}`, error);

@@ -19,4 +19,5 @@ export type IdPrefix = "prj" | "svc" | "dep" | "key" | "run" | "lse";
 export const newId = (prefix: IdPrefix) => `${prefix}_${randomString(16)}`;
 
 /** A bearer secret such as `ap_…`: 40 random symbols, about 206 bits. */
-export const newSecret = (prefix: "ap" | "apr" | "aph") => `${prefix}_${randomString(40)}`;
+export const newSecret = (prefix: "ap" | "apr" | "aph") =>
+  `${prefix}_${randomString(40)}`;

@@ -49,12 +49,18 @@ export async function findDeployment(
 /** The secret that seals values at rest; refuses to run without one. */
 export function encryptionKey(env: Env): string {
   const key = env.ENCRYPTION_KEY;
-  if (!key) throw new Error("ENCRYPTION_KEY is not set: run `wrangler secret put ENCRYPTION_KEY`");
+  if (!key)
+    throw new Error(
+      "ENCRYPTION_KEY is not set: run `wrangler secret put ENCRYPTION_KEY`",
+    );
   return key;
 }
 
 /** A service's environment variables, decrypted. */
-export async function serviceEnv(env: Env, row: ServiceRow): Promise<Record<string, string>> {
+export async function serviceEnv(
+  env: Env,
+  row: ServiceRow,
+): Promise<Record<string, string>> {
   if (!row.envSealed) return {};
   return JSON.parse(await unseal(row.envSealed, encryptionKey(env)));
 }

@@ -27,7 +27,12 @@ const validationHook: Hook<unknown, AppEnv, string, unknown> = (result, c) => {
   const summary = issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message));
   return errorResponse(
     c,
-    new ApiError(400, ErrorCode.validationFailed, `Invalid request: ${summary.join("; ")}`, issues),
+    new ApiError(
+      400,
+      ErrorCode.validationFailed,
+      `Invalid request: ${summary.join("; ")}`,
+      issues,
+    ),
   );
 };
 

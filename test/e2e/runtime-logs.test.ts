@@ -164,7 +164,10 @@ describe("an app that prints faster than anyone can read", () => {
         let n = 0;
         require("http").createServer((q, s) => s.end("ok")).listen(3000);
         setInterval(() => { for (let i = 0; i < 500; i++) console.log("chatty " + n++); }, 10);`;
-      await chatty.commit({ Dockerfile: nodeDockerfile(), "server.js": script }, "chatty app");
+      await chatty.commit(
+        { Dockerfile: nodeDockerfile(), "server.js": script },
+        "chatty app",
+      );
       const { serviceId: chattyId } = await system.createService(
         { name: "chatty", repoUrl: chatty.url },
         { projectName: "chatty" },
@@ -187,7 +190,9 @@ describe("an app that prints faster than anyone can read", () => {
       const logged = lines(seen);
       const skipped = logged.filter((l) => l.line.startsWith("[aeroplane] skipped"));
       // The app wrote ~50,000 lines a second; at most 1,000 a second came through.
-      expect(logged.length - skipped.length).toBeLessThanOrEqual(1_000 * Math.ceil(seconds + 1));
+      expect(logged.length - skipped.length).toBeLessThanOrEqual(
+        1_000 * Math.ceil(seconds + 1),
+      );
       expect(skipped.length).toBeGreaterThan(0);
       expect(skipped[0].stream).toBe("stderr");
       expect(pings).toBeGreaterThan(0);

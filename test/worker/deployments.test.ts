@@ -33,7 +33,9 @@ const deploymentShape = {
 describe("POST /api/services/:serviceId/deployments", () => {
   it("queues a deployment exactly as the contract shows", async () => {
     const { serviceId } = await seedService(null);
-    const res = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const res = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     expect(res.status).toBe(201);
     expect(res.body).toEqual({ deployment: { ...deploymentShape, serviceId } });
     expect(Object.keys(res.body.deployment)).toEqual(Object.keys(deploymentShape));
@@ -41,10 +43,18 @@ describe("POST /api/services/:serviceId/deployments", () => {
 
   it("supersedes older deployments of the service that are still queued", async () => {
     const { serviceId } = await seedService(null);
-    const first = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
-    const second = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
-    const list = await api("GET", `/api/services/${serviceId}/deployments`, { key: reader });
-    const statuses = Object.fromEntries(list.body.deployments.map((d: any) => [d.id, d.status]));
+    const first = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
+    const second = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
+    const list = await api("GET", `/api/services/${serviceId}/deployments`, {
+      key: reader,
+    });
+    const statuses = Object.fromEntries(
+      list.body.deployments.map((d: any) => [d.id, d.status]),
+    );
     expect(statuses).toEqual({
       [first.body.deployment.id]: "superseded",
       [second.body.deployment.id]: "queued",
@@ -78,7 +88,9 @@ describe("POST /api/services/:serviceId/deployments", () => {
     expect((await api("POST", path, { key: "ap_wrong" })).status).toBe(401);
     expect((await api("POST", path, { key: reader })).status).toBe(403);
     expect((await api("POST", path, { key: scoped })).status).toBe(404);
-    expect((await api("POST", "/api/services/svc_absent/deployments", { key: writer })).status).toBe(404);
+    expect(
+      (await api("POST", "/api/services/svc_absent/deployments", { key: writer })).status,
+    ).toBe(404);
     expect((await api("GET", path, { key: scoped })).status).toBe(404);
     expect((await api("GET", path)).status).toBe(401);
   });
@@ -88,7 +100,9 @@ describe("a runner taking a job", () => {
   it("moves a deployment queued → building → running and stores its lines in order", async () => {
     const runner = await seedRunner();
     const { serviceId } = await seedService(runner.id);
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
 
     const socket = await ScriptedRunner.connect(runner.token);
@@ -108,15 +122,30 @@ describe("a runner taking a job", () => {
       finishedAt: null,
     });
     // The image tag shows once the runner has built the image.
-    socket.send({ type: "job.phase", deploymentId: id, leaseId: job.leaseId, phase: "starting" });
+    socket.send({
+      type: "job.phase",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      phase: "starting",
+    });
     socket.send({ type: "heartbeat", leaseIds: [job.leaseId] });
     await new Promise((resolve) => setTimeout(resolve, 100));
     const built = await api("GET", `/api/deployments/${id}`, { key: reader });
     expect(built.body.deployment.imageTag).toBe(job.imageTag);
 
     const at = new Date().toISOString();
-    const line = (seq: number) => ({ seq, line: `line ${seq}`, stream: "stdout" as const, at });
-    socket.send({ type: "logs", deploymentId: id, leaseId: job.leaseId, lines: [line(1), line(2)] });
+    const line = (seq: number) => ({
+      seq,
+      line: `line ${seq}`,
+      stream: "stdout" as const,
+      at,
+    });
+    socket.send({
+      type: "logs",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      lines: [line(1), line(2)],
+    });
     expect((await socket.next("logs.ack")).seq).toBe(2);
     // A resend of 2 with 3 and 4 after it stores 3 and 4 once.
     socket.send({
@@ -127,7 +156,12 @@ describe("a runner taking a job", () => {
     });
     expect((await socket.next("logs.ack")).seq).toBe(4);
     // A line past a gap is not stored until the gap is filled.
-    socket.send({ type: "logs", deploymentId: id, leaseId: job.leaseId, lines: [line(6)] });
+    socket.send({
+      type: "logs",
+      deploymentId: id,
+      leaseId: job.leaseId,
+      lines: [line(6)],
+    });
     expect((await socket.next("logs.ack")).seq).toBe(4);
 
     socket.send({
@@ -150,7 +184,12 @@ describe("a runner taking a job", () => {
     });
     const logs = await api("GET", `/api/deployments/${id}/logs`, { key: reader });
     const runnerLines = logs.body.logs.filter((l: any) => l.line.startsWith("line "));
-    expect(runnerLines.map((l: any) => l.line)).toEqual(["line 1", "line 2", "line 3", "line 4"]);
+    expect(runnerLines.map((l: any) => l.line)).toEqual([
+      "line 1",
+      "line 2",
+      "line 3",
+      "line 4",
+    ]);
     const ids = logs.body.logs.map((l: any) => l.id);
     expect(ids).toEqual([...ids].sort((a, b) => a - b));
     expect(logs.body.logs[0]).toEqual({
@@ -172,7 +211,9 @@ describe("a runner taking a job", () => {
     const { serviceId } = await seedService(runner.id);
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
     const { job } = await socket.next("job.offer");
     socket.send({ type: "job.accept", deploymentId: id, leaseId: job.leaseId });
@@ -180,7 +221,10 @@ describe("a runner taking a job", () => {
 
     const abort = await api("POST", `/api/deployments/${id}/abort`, { key: writer });
     expect(abort).toMatchObject({ status: 200, body: { accepted: true } });
-    expect(await socket.next("job.abort")).toMatchObject({ deploymentId: id, leaseId: job.leaseId });
+    expect(await socket.next("job.abort")).toMatchObject({
+      deploymentId: id,
+      leaseId: job.leaseId,
+    });
     const row = await api("GET", `/api/deployments/${id}`, { key: reader });
     expect(row.body.deployment.status).toBe("aborted");
 
@@ -201,15 +245,24 @@ describe("a runner taking a job", () => {
 
   it("aborts a queued deployment, and refuses a read key", async () => {
     const { serviceId } = await seedService(null);
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
-    expect((await api("POST", `/api/deployments/${id}/abort`, { key: reader })).status).toBe(403);
+    expect(
+      (await api("POST", `/api/deployments/${id}/abort`, { key: reader })).status,
+    ).toBe(403);
     expect((await api("POST", `/api/deployments/${id}/abort`)).status).toBe(401);
-    expect((await api("POST", `/api/deployments/dep_absent/abort`, { key: writer })).status).toBe(404);
+    expect(
+      (await api("POST", `/api/deployments/dep_absent/abort`, { key: writer })).status,
+    ).toBe(404);
     const abort = await api("POST", `/api/deployments/${id}/abort`, { key: writer });
     expect(abort.body).toEqual({ accepted: true });
     const row = await api("GET", `/api/deployments/${id}`, { key: reader });
-    expect(row.body.deployment).toMatchObject({ status: "aborted", finishedAt: expect.any(String) });
+    expect(row.body.deployment).toMatchObject({
+      status: "aborted",
+      finishedAt: expect.any(String),
+    });
   });
 
   it("closes the socket of a runner that an admin removes", async () => {
@@ -218,7 +271,9 @@ describe("a runner taking a job", () => {
     socket.hello();
     await socket.next("welcome");
     const admin = await seedKey("admin");
-    expect((await api("DELETE", `/api/runners/${runner.id}`, { key: admin })).status).toBe(204);
+    expect(
+      (await api("DELETE", `/api/runners/${runner.id}`, { key: admin })).status,
+    ).toBe(204);
     expect(await socket.closed).toBe(4003);
     const again = await api("GET", "/api/runners/connect", { key: runner.token });
     expect(again.status).toBe(401);
@@ -244,7 +299,11 @@ describe("a runner taking a job", () => {
 });
 
 describe("GET /api/deployments/:deploymentId/stream", () => {
-  async function openStream(path: string, key: string, headers: Record<string, string> = {}) {
+  async function openStream(
+    path: string,
+    key: string,
+    headers: Record<string, string> = {},
+  ) {
     const res = await SELF_fetch(path, key, headers);
     expect(res.status).toBe(200);
     expect(res.headers.get("Content-Type")).toMatch(/^text\/event-stream/);
@@ -258,7 +317,9 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
   it("sends a snapshot, then live log events with ids, pings, and resumes after Last-Event-ID", async () => {
     const runner = await seedRunner();
     const { serviceId } = await seedService(runner.id);
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
@@ -270,7 +331,9 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
     const snapshot = (await events.read()).value!;
     expect(snapshot.event).toBe("snapshot");
     const lines = JSON.parse(snapshot.data);
-    expect(lines.map((l: any) => l.line)).toContain("Deployment queued (trigger: manual)");
+    expect(lines.map((l: any) => l.line)).toContain(
+      "Deployment queued (trigger: manual)",
+    );
     expect(Number(snapshot.id)).toBe(lines.at(-1).id);
     expect((await events.read()).value).toMatchObject({ event: "status" });
 
@@ -286,7 +349,11 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
     while (live.event === "ping");
     expect(live.event).toBe("log");
     const logged = JSON.parse(live.data);
-    expect(logged).toMatchObject({ deploymentId: id, line: "RUN step output", stream: "stdout" });
+    expect(logged).toMatchObject({
+      deploymentId: id,
+      line: "RUN step output",
+      stream: "stdout",
+    });
     expect(Number(live.id)).toBe(logged.id);
 
     let ping;
@@ -307,19 +374,27 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
 
   it("ends the stream of a finished deployment after its snapshot and status", async () => {
     const { serviceId } = await seedService(null);
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
     await api("POST", `/api/deployments/${id}/abort`, { key: writer });
-    const events = await openStream(`/api/deployments/${id}/stream?lastEventId=0`, reader);
+    const events = await openStream(
+      `/api/deployments/${id}/stream?lastEventId=0`,
+      reader,
+    );
     const seen = [];
-    for (let r = await events.read(); !r.done; r = await events.read()) seen.push(r.value);
+    for (let r = await events.read(); !r.done; r = await events.read())
+      seen.push(r.value);
     expect(seen.map((e) => e.event)).toEqual(["snapshot", "status"]);
     expect(JSON.parse(seen[1].data)).toEqual({ deploymentId: id, status: "aborted" });
   });
 
   it("follows a snapshot larger than a client's allowance with its status", async () => {
     const { serviceId } = await seedService(null);
-    const created = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+    const created = await api("POST", `/api/services/${serviceId}/deployments`, {
+      key: writer,
+    });
     const id = created.body.deployment.id;
     const line = "x".repeat(500);
     const log = deploymentLog(env, id);
@@ -335,9 +410,15 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
 
   it("answers 401, and 404 for an absent deployment", async () => {
     expect((await api("GET", "/api/deployments/dep_absent/stream")).status).toBe(401);
-    expect((await api("GET", "/api/deployments/dep_absent/stream", { key: reader })).status).toBe(404);
-    expect((await api("GET", "/api/deployments/dep_absent/logs", { key: reader })).status).toBe(404);
-    expect((await api("GET", "/api/deployments/dep_absent", { key: reader })).status).toBe(404);
+    expect(
+      (await api("GET", "/api/deployments/dep_absent/stream", { key: reader })).status,
+    ).toBe(404);
+    expect(
+      (await api("GET", "/api/deployments/dep_absent/logs", { key: reader })).status,
+    ).toBe(404);
+    expect(
+      (await api("GET", "/api/deployments/dep_absent", { key: reader })).status,
+    ).toBe(404);
   });
 });
 

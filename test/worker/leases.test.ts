@@ -19,7 +19,9 @@ beforeAll(async () => {
 });
 
 async function queue(serviceId: string): Promise<string> {
-  const res = await api("POST", `/api/services/${serviceId}/deployments`, { key: writer });
+  const res = await api("POST", `/api/services/${serviceId}/deployments`, {
+    key: writer,
+  });
   expect(res.status).toBe(201);
   return res.body.deployment.id;
 }
@@ -36,7 +38,11 @@ async function logLines(id: string): Promise<string[]> {
 /** Connects a scripted runner and has it accept the next offer. */
 async function acceptNext(socket: ScriptedRunner) {
   const { job } = await socket.next("job.offer");
-  socket.send({ type: "job.accept", deploymentId: job.deploymentId, leaseId: job.leaseId });
+  socket.send({
+    type: "job.accept",
+    deploymentId: job.deploymentId,
+    leaseId: job.leaseId,
+  });
   await socket.next("job.start");
   return job;
 }
@@ -55,7 +61,9 @@ describe("leases", () => {
     await runDurableObjectAlarm(runnerChannel(env, runner.id));
     const row = await deployment(id);
     expect(row).toMatchObject({ status: "failed", finishedAt: expect.any(String) });
-    expect((await logLines(id)).at(-1)).toMatch(/^Deployment failed: runner lost: no heartbeat/);
+    expect((await logLines(id)).at(-1)).toMatch(
+      /^Deployment failed: runner lost: no heartbeat/,
+    );
 
     // The runner wakes up (it was paused): its next heartbeat stops the job,
     // and its late lines are acknowledged but kept out of the failed log.
@@ -70,7 +78,9 @@ describe("leases", () => {
       type: "logs",
       deploymentId: id,
       leaseId: job.leaseId,
-      lines: [{ seq: 1, line: "late line", stream: "stdout", at: new Date().toISOString() }],
+      lines: [
+        { seq: 1, line: "late line", stream: "stdout", at: new Date().toISOString() },
+      ],
     });
     expect((await socket.next("logs.ack")).seq).toBe(1);
     expect(await logLines(id)).toEqual(before);
@@ -189,7 +199,9 @@ describe("scheduling", () => {
     const runner = await seedRunner();
     const { serviceId } = await seedService(runner.id);
     const id = await queue(serviceId);
-    expect(await logLines(id)).toContain(`Waiting for runner test runner (${runner.id}) to connect`);
+    expect(await logLines(id)).toContain(
+      `Waiting for runner test runner (${runner.id}) to connect`,
+    );
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
     expect((await socket.next("job.offer")).job.deploymentId).toBe(id);
@@ -232,11 +244,17 @@ describe("POST /api/deployments/:deploymentId/redeploy", () => {
   it("answers 409 while the deployment is unfinished, 403 for read keys, 404 when absent", async () => {
     const { serviceId } = await seedService(null);
     const id = await queue(serviceId);
-    expect((await api("POST", `/api/deployments/${id}/redeploy`, { key: writer })).status).toBe(409);
+    expect(
+      (await api("POST", `/api/deployments/${id}/redeploy`, { key: writer })).status,
+    ).toBe(409);
     const reader = await seedKey("read");
-    expect((await api("POST", `/api/deployments/${id}/redeploy`, { key: reader })).status).toBe(403);
+    expect(
+      (await api("POST", `/api/deployments/${id}/redeploy`, { key: reader })).status,
+    ).toBe(403);
     expect((await api("POST", `/api/deployments/${id}/redeploy`)).status).toBe(401);
-    expect((await api("POST", "/api/deployments/dep_absent/redeploy", { key: writer })).status).toBe(404);
+    expect(
+      (await api("POST", "/api/deployments/dep_absent/redeploy", { key: writer })).status,
+    ).toBe(404);
   });
 });
 
@@ -247,7 +265,9 @@ describe("deleting a service", () => {
     const first = await ScriptedRunner.connect(runner.token);
     first.hello();
     await first.next("welcome");
-    expect((await api("DELETE", `/api/services/${serviceId}`, { key: writer })).status).toBe(204);
+    expect(
+      (await api("DELETE", `/api/services/${serviceId}`, { key: writer })).status,
+    ).toBe(204);
     expect((await first.next("service.remove")).serviceId).toBe(serviceId);
     first.close();
 

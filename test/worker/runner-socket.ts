@@ -68,7 +68,8 @@ export class ScriptedRunner {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const index = this.#inbox.findIndex((f) => f.type === type);
-      if (index >= 0) return this.#inbox.splice(index, 1)[0] as Extract<WorkerFrame, { type: T }>;
+      if (index >= 0)
+        return this.#inbox.splice(index, 1)[0] as Extract<WorkerFrame, { type: T }>;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`No ${type} frame within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {

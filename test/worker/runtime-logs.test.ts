@@ -128,7 +128,12 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
     await socket.next("welcome");
     const pending = watch(serviceId);
     await socket.next("runtime.follow");
-    socket.send({ type: "runtime.end", serviceId, ok: false, reason: "no live container" });
+    socket.send({
+      type: "runtime.end",
+      serviceId,
+      ok: false,
+      reason: "no live container",
+    });
     const none = await pending;
     expect(JSON.parse((await nextEvent(none))!.data)).toEqual({
       ok: false,
@@ -139,12 +144,20 @@ describe("GET /api/services/:serviceId/runtime-logs/stream", () => {
 
   it("answers 401 without a key, 404 for an absent service, 400 for a bad tail", async () => {
     const { serviceId } = await seedService(null);
-    expect((await api("GET", `/api/services/${serviceId}/runtime-logs/stream`)).status).toBe(401);
-    const absent = await api("GET", "/api/services/svc_absent/runtime-logs/stream", { key: reader });
-    expect(absent.status).toBe(404);
-    const bad = await api("GET", `/api/services/${serviceId}/runtime-logs/stream?tail=-1`, {
+    expect(
+      (await api("GET", `/api/services/${serviceId}/runtime-logs/stream`)).status,
+    ).toBe(401);
+    const absent = await api("GET", "/api/services/svc_absent/runtime-logs/stream", {
       key: reader,
     });
+    expect(absent.status).toBe(404);
+    const bad = await api(
+      "GET",
+      `/api/services/${serviceId}/runtime-logs/stream?tail=-1`,
+      {
+        key: reader,
+      },
+    );
     expect(bad.status).toBe(400);
     expect(bad.body.error.issues[0].path).toBe("tail");
   });

@@ -15,14 +15,22 @@ export async function seedKey(
   const secret = unique("ap_secret");
   await db()
     .insert(apiKeys)
-    .values({ id: unique("key"), name: `${access} key`, secretHash: await hashSecret(secret), access, projectIds });
+    .values({
+      id: unique("key"),
+      name: `${access} key`,
+      secretHash: await hashSecret(secret),
+      access,
+      projectIds,
+    });
   return secret;
 }
 
 export async function seedRunner(): Promise<{ id: string; token: string }> {
   const id = unique("run");
   const token = unique("apr_token");
-  await db().insert(runners).values({ id, name: "test runner", tokenHash: await hashSecret(token) });
+  await db()
+    .insert(runners)
+    .values({ id, name: "test runner", tokenHash: await hashSecret(token) });
   return { id, token };
 }
 

@@ -6,5 +6,7 @@ it("serves the OpenAPI document", async () => {
   expect(res.status).toBe(200);
   const r2 = await SELF.fetch("http://x/nope");
   expect(r2.status).toBe(404);
-  expect(await r2.json()).toEqual({ error: { code: "not_found", message: "Route not found" } });
+  expect(await r2.json()).toEqual({
+    error: { code: "not_found", message: "Route not found" },
+  });
 });

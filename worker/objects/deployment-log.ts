@@ -158,12 +158,16 @@ export class DeploymentLog extends DurableObject<Env> {
 
   #lastId(): number {
     return (
-      this.#sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM log_lines").one().id ?? 0
+      this.#sql.exec<{ id: number | null }>("SELECT MAX(id) AS id FROM log_lines").one()
+        .id ?? 0
     );
   }
 
   #statusEvent(status: DeploymentStatus): SseEvent {
-    return { event: "status", data: { deploymentId: this.#fact("deploymentId"), status } };
+    return {
+      event: "status",
+      data: { deploymentId: this.#fact("deploymentId"), status },
+    };
   }
 
   #fact(key: string): string | null {

@@ -147,7 +147,11 @@ export class RunnerChannel extends DurableObject<Env> {
   async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const frame = parseFrame(runnerFrame, message);
     if (!frame) {
-      console.error("RunnerChannel:webSocketMessage", "unparseable frame", String(message).slice(0, 200));
+      console.error(
+        "RunnerChannel:webSocketMessage",
+        "unparseable frame",
+        String(message).slice(0, 200),
+      );
       ws.close(CLOSE_PROTOCOL, "Unparseable frame");
       return;
     }
@@ -203,7 +207,10 @@ export class RunnerChannel extends DurableObject<Env> {
       case "runtime.end":
         return this.#runtimeLogs.end(frame.serviceId, frame.ok, frame.reason);
       case "service.removed":
-        this.#sql.exec("DELETE FROM service_removals WHERE service_id = ?", frame.serviceId);
+        this.#sql.exec(
+          "DELETE FROM service_removals WHERE service_id = ?",
+          frame.serviceId,
+        );
         return;
     }
   }
@@ -255,7 +262,8 @@ export class RunnerChannel extends DurableObject<Env> {
     const removals = this.#sql
       .exec<{ service_id: string }>("SELECT service_id FROM service_removals")
       .toArray();
-    for (const { service_id } of removals) this.#send({ type: "service.remove", serviceId: service_id });
+    for (const { service_id } of removals)
+      this.#send({ type: "service.remove", serviceId: service_id });
     await this.#dispatch();
   }
 
@@ -279,11 +287,18 @@ export class RunnerChannel extends DurableObject<Env> {
     }
     let started = false;
     try {
-      started = await transition(this.env, deploymentId, ["queued"], "building", {
-        startedAt: new Date().toISOString(),
-        runnerId: this.#runnerId(),
-        leaseId,
-      }, [{ line: `Runner ${this.#runnerId()} accepted the deployment` }]);
+      started = await transition(
+        this.env,
+        deploymentId,
+        ["queued"],
+        "building",
+        {
+          startedAt: new Date().toISOString(),
+          runnerId: this.#runnerId(),
+          leaseId,
+        },
+        [{ line: `Runner ${this.#runnerId()} accepted the deployment` }],
+      );
     } catch (error) {
       // The one-building-per-service index refused it: another build runs.
       console.error("RunnerChannel:accept", deploymentId, error);
@@ -309,7 +324,10 @@ export class RunnerChannel extends DurableObject<Env> {
     // The job stays queued; it is offered again by a later watchdog round.
     this.#setFact(`rejected:${deploymentId}`, String(Date.now()));
     await deploymentLog(this.env, deploymentId).appendPlatform([
-      { line: `Runner ${this.#runnerId()} cannot take the job yet: ${reason}`, stream: "stderr" },
+      {
+        line: `Runner ${this.#runnerId()} cannot take the job yet: ${reason}`,
+        stream: "stderr",
+      },
     ]);
   }
 
@@ -318,13 +336,20 @@ export class RunnerChannel extends DurableObject<Env> {
     // The image exists once the candidate starts; a redeploy named its own.
     const imageTag =
       frame.phase === "starting" && lease
-        ? { imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, frame.deploymentId)})` }
+        ? {
+            imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, frame.deploymentId)})`,
+          }
         : {};
     if (!frame.commitSha && !("imageTag" in imageTag)) return;
     await database(this.env)
       .update(deployments)
       .set({ ...(frame.commitSha ? { commitSha: frame.commitSha } : {}), ...imageTag })
-      .where(and(eq(deployments.id, frame.deploymentId), eq(deployments.leaseId, frame.leaseId)));
+      .where(
+        and(
+          eq(deployments.id, frame.deploymentId),
+          eq(deployments.leaseId, frame.leaseId),
+        ),
+      );
   }
 
   async #logs(frame: Extract<RunnerFrame, { type: "logs" }>) {
@@ -338,7 +363,10 @@ export class RunnerChannel extends DurableObject<Env> {
       await this.#stopVoidLeases([leaseId]);
       return;
     }
-    const seq = await deploymentLog(this.env, deploymentId).appendRunner(leaseId, frame.lines);
+    const seq = await deploymentLog(this.env, deploymentId).appendRunner(
+      leaseId,
+      frame.lines,
+    );
     this.#send({ type: "logs.ack", deploymentId, leaseId, seq });
   }
 
@@ -368,7 +396,9 @@ export class RunnerChannel extends DurableObject<Env> {
   async #result(frame: Extract<RunnerFrame, { type: "job.result" }>) {
     const { deploymentId, leaseId } = frame;
     const db = database(this.env);
-    const row = await db.query.deployments.findFirst({ where: eq(deployments.id, deploymentId) });
+    const row = await db.query.deployments.findFirst({
+      where: eq(deployments.id, deploymentId),
+    });
     let accepted = false;
     if (row && row.leaseId === leaseId) {
       accepted = await this.#recordResult(row.serviceId, frame);
@@ -526,9 +556,16 @@ export class RunnerChannel extends DurableObject<Env> {
   /** Ends a building deployment whose lease is void; it is never rerun silently. */
   async #failLease(lease: Lease, reason: string): Promise<void> {
     this.#dropLease(lease.lease_id);
-    await transition(this.env, lease.deployment_id, ["building"], "failed", {
-      failureReason: reason,
-    }, [{ line: `Deployment failed: ${reason}`, stream: "stderr" }]);
+    await transition(
+      this.env,
+      lease.deployment_id,
+      ["building"],
+      "failed",
+      {
+        failureReason: reason,
+      },
+      [{ line: `Deployment failed: ${reason}`, stream: "stderr" }],
+    );
   }
 
   /**
@@ -620,7 +657,9 @@ export class RunnerChannel extends DurableObject<Env> {
   }
 
   #lease(leaseId: string): Lease | undefined {
-    return this.#sql.exec<Lease>("SELECT * FROM leases WHERE lease_id = ?", leaseId).toArray()[0];
+    return this.#sql
+      .exec<Lease>("SELECT * FROM leases WHERE lease_id = ?", leaseId)
+      .toArray()[0];
   }
 
   #leaseOf(deploymentId: string): Lease | undefined {
@@ -641,8 +680,9 @@ export class RunnerChannel extends DurableObject<Env> {
 
   #fact(key: string): string | null {
     return (
-      this.#sql.exec<{ value: string }>("SELECT value FROM facts WHERE key = ?", key).toArray()[0]
-        ?.value ?? null
+      this.#sql
+        .exec<{ value: string }>("SELECT value FROM facts WHERE key = ?", key)
+        .toArray()[0]?.value ?? null
     );
   }
 

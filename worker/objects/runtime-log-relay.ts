@@ -12,7 +12,12 @@ const KEPT_LINES = 10_000;
 /** How long a first client waits for the runner's snapshot. */
 const SNAPSHOT_TIMEOUT_MS = 10_000;
 
-type RuntimeLogEvent = { id: number; line: string; stream: "stdout" | "stderr"; createdAt: string };
+type RuntimeLogEvent = {
+  id: number;
+  line: string;
+  stream: "stdout" | "stderr";
+  createdAt: string;
+};
 
 /** One followed service: its clients, its recent lines, its state. */
 class Follow {
@@ -36,12 +41,17 @@ class Follow {
       createdAt: at,
     }));
     this.lines.push(...events);
-    if (this.lines.length > KEPT_LINES) this.lines.splice(0, this.lines.length - KEPT_LINES);
+    if (this.lines.length > KEPT_LINES)
+      this.lines.splice(0, this.lines.length - KEPT_LINES);
     return events;
   }
 }
 
-const statusEvent = (data: { ok: boolean; closed?: boolean; reason?: string }): SseEvent => ({
+const statusEvent = (data: {
+  ok: boolean;
+  closed?: boolean;
+  reason?: string;
+}): SseEvent => ({
   event: "status",
   data,
 });
@@ -66,7 +76,8 @@ export class RuntimeLogRelay {
       }
       const created = follow;
       setTimeout(
-        () => created.settle(statusEvent({ ok: false, reason: "the runner did not answer" })),
+        () =>
+          created.settle(statusEvent({ ok: false, reason: "the runner did not answer" })),
         SNAPSHOT_TIMEOUT_MS,
       );
     }

@@ -34,7 +34,10 @@ deploymentRoutes.openapi(
     middleware: [requireAccess("write")] as const,
     request: {
       params: serviceParams,
-      body: { content: { "application/json": { schema: createDeploymentBody } }, required: false },
+      body: {
+        content: { "application/json": { schema: createDeploymentBody } },
+        required: false,
+      },
     },
     responses: {
       201: jsonResponse(z.object({ deployment }), "The queued deployment"),
@@ -85,10 +88,16 @@ deploymentRoutes.openapi(
     path: "/deployments/{deploymentId}",
     middleware: [requireAccess("read")] as const,
     request: { params: deploymentParams },
-    responses: { 200: jsonResponse(z.object({ deployment }), "The deployment"), ...errors },
+    responses: {
+      200: jsonResponse(z.object({ deployment }), "The deployment"),
+      ...errors,
+    },
   }),
   async (c) => {
-    const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);
+    const { deployment: row } = await findDeployment(
+      c,
+      c.req.valid("param").deploymentId,
+    );
     return c.json({ deployment: toDeployment(row) }, 200);
   },
 );
@@ -100,13 +109,19 @@ deploymentRoutes.openapi(
     middleware: [requireAccess("write")] as const,
     request: { params: deploymentParams },
     responses: {
-      200: jsonResponse(z.object({ accepted: z.literal(true) }), "The abort is under way"),
+      200: jsonResponse(
+        z.object({ accepted: z.literal(true) }),
+        "The abort is under way",
+      ),
       ...errors,
       ...errorResponses(409),
     },
   }),
   async (c) => {
-    const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);
+    const { deployment: row } = await findDeployment(
+      c,
+      c.req.valid("param").deploymentId,
+    );
     const line = { line: "Deployment aborted by request", stream: "stderr" as const };
     if (await transition(c.env, row.id, ["queued"], "aborted", {}, [line])) {
       // A runner may hold an offer for it that it has not accepted yet.
@@ -185,10 +200,16 @@ deploymentRoutes.openapi(
         limit: z.coerce.number().int().min(1).max(100_000).default(100_000),
       }),
     },
-    responses: { 200: jsonResponse(z.object({ logs: z.array(logLine) }), "Log lines, oldest first"), ...errors },
+    responses: {
+      200: jsonResponse(z.object({ logs: z.array(logLine) }), "Log lines, oldest first"),
+      ...errors,
+    },
   }),
   async (c) => {
-    const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);
+    const { deployment: row } = await findDeployment(
+      c,
+      c.req.valid("param").deploymentId,
+    );
     const { after, limit } = c.req.valid("query");
     const logs = await deploymentLog(c.env, row.id).read(after, limit);
     return c.json({ logs }, 200);
@@ -214,12 +235,18 @@ deploymentRoutes.openapi(
     },
   }),
   async (c) => {
-    const { deployment: row } = await findDeployment(c, c.req.valid("param").deploymentId);
+    const { deployment: row } = await findDeployment(
+      c,
+      c.req.valid("param").deploymentId,
+    );
     const lastEventId =
       c.req.valid("header")["last-event-id"] ?? c.req.valid("query").lastEventId ?? 0;
     const request = new Request("https://deployment-log/stream", {
       headers: { "Last-Event-ID": String(lastEventId) },
     });
-    return relayUntilHangUp(await deploymentLog(c.env, row.id).fetch(request), c.req.raw.signal);
+    return relayUntilHangUp(
+      await deploymentLog(c.env, row.id).fetch(request),
+      c.req.raw.signal,
+    );
   },
 );

@@ -22,7 +22,11 @@ runnerConnectRoutes.get("/runners/connect", async (c) => {
   });
   if (!runner) throw new ApiError(401, ErrorCode.unauthorized, "Invalid runner token");
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
-    throw new ApiError(426, ErrorCode.validationFailed, "This endpoint speaks WebSocket only");
+    throw new ApiError(
+      426,
+      ErrorCode.validationFailed,
+      "This endpoint speaks WebSocket only",
+    );
   }
 
   const headers = new Headers(c.req.raw.headers);

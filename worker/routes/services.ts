@@ -259,7 +259,10 @@ export const serviceRoutes = newRouter()
         "This service has a deployment queued or building; wait for it or abort it first",
       );
     }
-    const runnerIds = new Set([await runnerIdFor(c.env, service), ...ran.map((r) => r.runnerId)]);
+    const runnerIds = new Set([
+      await runnerIdFor(c.env, service),
+      ...ran.map((r) => r.runnerId),
+    ]);
     await Promise.all(
       [...runnerIds]
         .filter((runnerId): runnerId is string => runnerId !== null)

@@ -1,5 +1,8 @@
 /** Reads a Server-Sent Events endpoint with eventsource-parser. */
-import { EventSourceParserStream, type EventSourceMessage } from "eventsource-parser/stream";
+import {
+  EventSourceParserStream,
+  type EventSourceMessage,
+} from "eventsource-parser/stream";
 
 export type SseEvent = EventSourceMessage;
 
