@@ -1,4 +1,4 @@
-import { env } from "cloudflare:test";
+import { env, SELF } from "cloudflare:test";
 import { EventSourceParserStream } from "eventsource-parser/stream";
 import { deploymentLog } from "../../worker/deployments";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -39,6 +39,22 @@ describe("POST /api/services/:serviceId/deployments", () => {
     expect(res.status).toBe(201);
     expect(res.body).toEqual({ deployment: { ...deploymentShape, serviceId } });
     expect(Object.keys(res.body.deployment)).toEqual(Object.keys(deploymentShape));
+  });
+
+  it("takes a JSON content type with no body as no body", async () => {
+    const { serviceId } = await seedService(null);
+    const res = await SELF.fetch(
+      `http://aeroplane.test/api/services/${serviceId}/deployments`,
+      {
+        method: "POST",
+        headers: {
+          Authorization: `Bearer ${writer}`,
+          "Content-Type": "application/json",
+        },
+      },
+    );
+    expect(res.status).toBe(201);
+    expect(((await res.json()) as any).deployment.status).toBe("queued");
   });
 
   it("supersedes older deployments of the service that are still queued", async () => {
@@ -304,7 +320,7 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
     key: string,
     headers: Record<string, string> = {},
   ) {
-    const res = await SELF_fetch(path, key, headers);
+    const res = await fetchAs(path, key, headers);
     expect(res.status).toBe(200);
     expect(res.headers.get("Content-Type")).toMatch(/^text\/event-stream/);
     const events = res
@@ -422,8 +438,7 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
   });
 });
 
-import { SELF } from "cloudflare:test";
-function SELF_fetch(path: string, key: string, headers: Record<string, string>) {
+function fetchAs(path: string, key: string, headers: Record<string, string>) {
   return SELF.fetch(`http://aeroplane.test${path}`, {
     headers: { Authorization: `Bearer ${key}`, ...headers },
   });
