@@ -8,21 +8,20 @@
  * lines must reach storage in the order the runner sent them.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, eq, inArray, isNull, or, sql } from "drizzle-orm";
+import { and, eq, inArray, sql } from "drizzle-orm";
 import {
   PROTOCOL_VERSION,
   parseFrame,
   runnerFrame,
-  type Job,
   type RunnerFrame,
   type WorkerFrame,
 } from "../../schema/protocol";
-import { deployments, runners, services } from "../../schema/tables";
-import { announce, deploymentLog, transition } from "../deployments";
+import { deployments, runners } from "../../schema/tables";
+import { deploymentLog, transition } from "../deployments";
 import { newId } from "../ids";
-import { serviceEnv, type ServiceRow } from "../lookups";
-import { RuntimeLogRelay } from "./runtime-log-relay";
 import { database, numberSetting } from "../router";
+import { imageTagOf, jobFor, queuedFor, recordResult, wentLive } from "./runner-work";
+import { RuntimeLogRelay } from "./runtime-log-relay";
 
 type Lease = {
   lease_id: string;
@@ -32,13 +31,6 @@ type Lease = {
   state: "offered" | "active";
   /** Epoch ms after which the lease is void without news from the runner. */
   expires_at: number;
-};
-
-type QueuedJob = {
-  deploymentId: string;
-  commitSha: string | null;
-  imageTag: string | null;
-  service: ServiceRow;
 };
 
 const HEARTBEAT_INTERVAL_MS = 5_000;
@@ -401,7 +393,7 @@ export class RunnerChannel extends DurableObject<Env> {
     });
     let accepted = false;
     if (row && row.leaseId === leaseId) {
-      accepted = await this.#recordResult(row.serviceId, frame);
+      accepted = await recordResult(this.env, row.serviceId, frame);
       // Aborted while the runner finished: the abort already won, which is
       // all the runner needs to know to clean up or roll back.
       if (!accepted && frame.outcome !== "running") accepted = true;
@@ -409,48 +401,6 @@ export class RunnerChannel extends DurableObject<Env> {
     this.#dropLease(leaseId);
     this.#send({ type: "job.result.ack", deploymentId, leaseId, accepted });
     await this.#dispatch();
-  }
-
-  async #recordResult(
-    serviceId: string,
-    frame: Extract<RunnerFrame, { type: "job.result" }>,
-  ): Promise<boolean> {
-    const { deploymentId, commitSha } = frame;
-    const commit = commitSha ? { commitSha } : {};
-    if (frame.outcome === "failed") {
-      return transition(this.env, deploymentId, ["building"], "failed", {
-        ...commit,
-        failureReason: frame.reason ?? "The deployment failed",
-      });
-    }
-    if (frame.outcome === "aborted") {
-      return transition(this.env, deploymentId, ["building"], "aborted", commit);
-    }
-    const live = await transition(this.env, deploymentId, ["building"], "running", {
-      ...commit,
-      imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(serviceId, deploymentId)})`,
-      containerName: stableContainerOf(serviceId),
-    });
-    if (live) {
-      const replaced = await database(this.env)
-        .update(deployments)
-        // finishedAt stays: it says when that deployment's own deploy ended.
-        .set({ status: "superseded" })
-        .where(
-          and(
-            eq(deployments.serviceId, serviceId),
-            eq(deployments.status, "running"),
-            sql`${deployments.id} != ${deploymentId}`,
-          ),
-        )
-        .returning({ id: deployments.id });
-      await Promise.all(
-        replaced.map(({ id }) =>
-          announce(this.env, id, "superseded", [{ line: `Replaced by ${deploymentId}` }]),
-        ),
-      );
-    }
-    return live;
   }
 
   // ── Dispatch and leases ───────────────────────────────────────────────────
@@ -463,7 +413,7 @@ export class RunnerChannel extends DurableObject<Env> {
     if (free <= 0) return;
 
     const busy = new Set(leases.map((l) => l.service_id));
-    for (const candidate of await this.#queued()) {
+    for (const candidate of await queuedFor(this.env, this.#runnerId())) {
       if (free <= 0) break;
       if (busy.has(candidate.service.id)) continue;
       const rejectedAt = Number(this.#fact(`rejected:${candidate.deploymentId}`) ?? 0);
@@ -479,67 +429,8 @@ export class RunnerChannel extends DurableObject<Env> {
       );
       busy.add(candidate.service.id);
       free -= 1;
-      this.#send({ type: "job.offer", job: await this.#job(leaseId, candidate) });
+      this.#send({ type: "job.offer", job: await jobFor(this.env, leaseId, candidate) });
     }
-  }
-
-  /** Queued deployments for this runner whose service has nothing building. */
-  async #queued(): Promise<QueuedJob[]> {
-    const db = database(this.env);
-    const runnerId = this.#runnerId();
-    const [oldest] = await db
-      .select({ id: runners.id })
-      .from(runners)
-      .orderBy(asc(runners.createdAt), asc(runners.id))
-      .limit(1);
-    // Services with no runner of their own go to the oldest runner.
-    const mine =
-      oldest?.id === runnerId
-        ? or(eq(services.runnerId, runnerId), isNull(services.runnerId))
-        : eq(services.runnerId, runnerId);
-    return db
-      .select({
-        deploymentId: deployments.id,
-        commitSha: deployments.commitSha,
-        imageTag: deployments.imageTag,
-        service: services,
-      })
-      .from(deployments)
-      .innerJoin(services, eq(services.id, deployments.serviceId))
-      .where(
-        and(
-          eq(deployments.status, "queued"),
-          mine,
-          sql`NOT EXISTS (SELECT 1 FROM deployments AS b
-                WHERE b.service_id = ${deployments.serviceId} AND b.status = 'building')`,
-        ),
-      )
-      .orderBy(asc(deployments.createdAt))
-      .limit(100);
-  }
-
-  async #job(
-    leaseId: string,
-    { deploymentId, commitSha, imageTag, service }: QueuedJob,
-  ): Promise<Job> {
-    return {
-      deploymentId,
-      leaseId,
-      serviceId: service.id,
-      repoUrl: service.repoUrl,
-      branch: service.branch,
-      commitSha,
-      rootDir: service.rootDir,
-      dockerfilePath: service.dockerfilePath,
-      internalPort: service.internalPort,
-      hostPort: service.hostPort,
-      healthCheckPath: service.healthCheckPath,
-      env: await serviceEnv(this.env, service),
-      imageTag: imageTag ?? imageTagOf(service.id, deploymentId),
-      containerName: stableContainerOf(service.id),
-      buildTimeoutMs: numberSetting(this.env, "BUILD_TIMEOUT_MS", 30 * 60_000),
-      healthCheckTimeoutMs: numberSetting(this.env, "HEALTH_CHECK_TIMEOUT_MS", 60_000),
-    };
   }
 
   /** Voids offers nobody accepted and active leases whose runner went quiet. */
@@ -573,22 +464,8 @@ export class RunnerChannel extends DurableObject<Env> {
    * here: what the runner's Docker keeps of them is left over.
    */
   async #orphans(inventory: string[]): Promise<string[]> {
-    if (inventory.length === 0) return [];
     const leased = new Set(this.#leases().map((l) => l.deployment_id));
-    const live = new Set<string>();
-    // D1 binds at most 100 parameters per statement.
-    for (let i = 0; i < inventory.length; i += 90) {
-      const rows = await database(this.env)
-        .select({ id: deployments.id })
-        .from(deployments)
-        .where(
-          and(
-            inArray(deployments.id, inventory.slice(i, i + 90)),
-            inArray(deployments.status, ["running", "superseded"]),
-          ),
-        );
-      for (const row of rows) live.add(row.id);
-    }
+    const live = await wentLive(this.env, inventory);
     return inventory.filter((id) => !live.has(id) && !leased.has(id));
   }
 
@@ -694,8 +571,3 @@ export class RunnerChannel extends DurableObject<Env> {
     );
   }
 }
-
-export const imageTagOf = (serviceId: string, deploymentId: string) =>
-  `aeroplane-${serviceId}-${deploymentId}`;
-
-export const stableContainerOf = (serviceId: string) => `aeroplane-${serviceId}-stable`;
