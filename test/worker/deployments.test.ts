@@ -180,11 +180,7 @@ describe("a runner taking a job", () => {
     });
     expect((await socket.next("logs.ack")).seq).toBe(4);
 
-    socket.send({
-      type: "job.result",
-      deploymentId: id,
-      leaseId: job.leaseId,
-      outcome: "running",
+    socket.result(job, "running", {
       lastSeq: 4,
       commitSha: "0123456789abcdef0123456789abcdef01234567",
     });
@@ -231,9 +227,7 @@ describe("a runner taking a job", () => {
       key: writer,
     });
     const id = created.body.deployment.id;
-    const { job } = await socket.next("job.offer");
-    socket.send({ type: "job.accept", deploymentId: id, leaseId: job.leaseId });
-    await socket.next("job.start");
+    const job = await socket.acceptNext();
 
     const abort = await api("POST", `/api/deployments/${id}/abort`, { key: writer });
     expect(abort).toMatchObject({ status: 200, body: { accepted: true } });
@@ -245,14 +239,7 @@ describe("a runner taking a job", () => {
     expect(row.body.deployment.status).toBe("aborted");
 
     // A late success cannot turn an aborted deployment live.
-    socket.send({
-      type: "job.result",
-      deploymentId: id,
-      leaseId: job.leaseId,
-      outcome: "running",
-      lastSeq: 0,
-      commitSha: null,
-    });
+    socket.result(job, "running");
     expect((await socket.next("job.result.ack")).accepted).toBe(false);
     const after = await api("GET", `/api/deployments/${id}`, { key: reader });
     expect(after.body.deployment.status).toBe("aborted");
@@ -339,9 +326,7 @@ describe("GET /api/deployments/:deploymentId/stream", () => {
     const id = created.body.deployment.id;
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
-    const { job } = await socket.next("job.offer");
-    socket.send({ type: "job.accept", deploymentId: id, leaseId: job.leaseId });
-    await socket.next("job.start");
+    const job = await socket.acceptNext();
 
     const events = await openStream(`/api/deployments/${id}/stream`, reader);
     const snapshot = (await events.read()).value!;

@@ -35,18 +35,6 @@ async function logLines(id: string): Promise<string[]> {
   return res.body.logs.map((l: { line: string }) => l.line);
 }
 
-/** Connects a scripted runner and has it accept the next offer. */
-async function acceptNext(socket: ScriptedRunner) {
-  const { job } = await socket.next("job.offer");
-  socket.send({
-    type: "job.accept",
-    deploymentId: job.deploymentId,
-    leaseId: job.leaseId,
-  });
-  await socket.next("job.start");
-  return job;
-}
-
 describe("leases", () => {
   it("fails a building deployment as 'runner lost' when heartbeats stop", async () => {
     const runner = await seedRunner();
@@ -54,7 +42,7 @@ describe("leases", () => {
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
     const id = await queue(serviceId);
-    const job = await acceptNext(socket);
+    const job = await socket.acceptNext();
     expect(job.deploymentId).toBe(id);
 
     await new Promise((resolve) => setTimeout(resolve, 1_700));
@@ -86,14 +74,7 @@ describe("leases", () => {
     expect(await logLines(id)).toEqual(before);
 
     // The runner's late success is refused; it was never re-offered.
-    socket.send({
-      type: "job.result",
-      deploymentId: id,
-      leaseId: job.leaseId,
-      outcome: "running",
-      lastSeq: 0,
-      commitSha: null,
-    });
+    socket.result(job, "running");
     expect((await socket.next("job.result.ack")).accepted).toBe(false);
     expect((await deployment(id)).status).toBe("failed");
     expect(socket.pending("job.offer")).toEqual([]);
@@ -106,7 +87,7 @@ describe("leases", () => {
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
     const id = await queue(serviceId);
-    const job = await acceptNext(socket);
+    const job = await socket.acceptNext();
     for (let i = 0; i < 4; i++) {
       await new Promise((resolve) => setTimeout(resolve, 500));
       socket.send({ type: "heartbeat", leaseIds: [job.leaseId] });
@@ -122,7 +103,7 @@ describe("leases", () => {
     const first = await ScriptedRunner.connect(runner.token);
     first.hello();
     const id = await queue(serviceId);
-    await acceptNext(first);
+    await first.acceptNext();
     first.close();
 
     const restarted = await ScriptedRunner.connect(runner.token);
@@ -150,22 +131,14 @@ describe("scheduling", () => {
     for (const { serviceId } of services) await queue(serviceId);
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello(2);
-    const a = await acceptNext(socket);
-    const b = await acceptNext(socket);
+    const a = await socket.acceptNext();
+    const b = await socket.acceptNext();
     expect(a.serviceId).not.toBe(b.serviceId);
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(socket.pending("job.offer")).toEqual([]);
 
     // A finished job frees a slot for the third service.
-    socket.send({
-      type: "job.result",
-      deploymentId: a.deploymentId,
-      leaseId: a.leaseId,
-      outcome: "failed",
-      lastSeq: 0,
-      commitSha: null,
-      reason: "test",
-    });
+    socket.result(a, "failed", { reason: "test" });
     const c = await socket.next("job.offer");
     expect([a.serviceId, b.serviceId]).not.toContain(c.job.serviceId);
     socket.close();
@@ -177,20 +150,13 @@ describe("scheduling", () => {
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello(2);
     const first = await queue(serviceId);
-    const job = await acceptNext(socket);
+    const job = await socket.acceptNext();
     const second = await queue(serviceId);
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(socket.pending("job.offer")).toEqual([]);
     expect((await deployment(second)).status).toBe("queued");
 
-    socket.send({
-      type: "job.result",
-      deploymentId: first,
-      leaseId: job.leaseId,
-      outcome: "running",
-      lastSeq: 0,
-      commitSha: null,
-    });
+    socket.result(job, "running");
     expect((await socket.next("job.offer")).job.deploymentId).toBe(second);
     socket.close();
   });
@@ -216,16 +182,9 @@ describe("POST /api/deployments/:deploymentId/redeploy", () => {
     const socket = await ScriptedRunner.connect(runner.token);
     socket.hello();
     const id = await queue(serviceId);
-    const job = await acceptNext(socket);
+    const job = await socket.acceptNext();
     const sha = "a".repeat(40);
-    socket.send({
-      type: "job.result",
-      deploymentId: id,
-      leaseId: job.leaseId,
-      outcome: "running",
-      lastSeq: 0,
-      commitSha: sha,
-    });
+    socket.result(job, "running", { commitSha: sha });
     await socket.next("job.result.ack");
 
     const res = await api("POST", `/api/deployments/${id}/redeploy`, { key: writer });

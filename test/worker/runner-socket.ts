@@ -8,9 +8,12 @@ import {
   PROTOCOL_VERSION,
   parseFrame,
   workerFrame,
+  type Job,
   type RunnerFrame,
   type WorkerFrame,
 } from "../../schema/protocol";
+
+type ResultDetails = { lastSeq?: number; commitSha?: string | null; reason?: string };
 
 export class ScriptedRunner {
   #inbox: WorkerFrame[] = [];
@@ -77,6 +80,35 @@ export class ScriptedRunner {
         setTimeout(resolve, left);
       });
     }
+  }
+
+  /** Accepts the next offer and waits until the Worker says to start. */
+  async acceptNext(): Promise<Job> {
+    const { job } = await this.next("job.offer");
+    this.send({
+      type: "job.accept",
+      deploymentId: job.deploymentId,
+      leaseId: job.leaseId,
+    });
+    await this.next("job.start");
+    return job;
+  }
+
+  /** Reports a job's outcome, as the runner does once its lines are sent. */
+  result(
+    job: Pick<Job, "deploymentId" | "leaseId">,
+    outcome: "running" | "failed" | "aborted",
+    { lastSeq = 0, commitSha = null, reason }: ResultDetails = {},
+  ): void {
+    this.send({
+      type: "job.result",
+      deploymentId: job.deploymentId,
+      leaseId: job.leaseId,
+      outcome,
+      lastSeq,
+      commitSha,
+      ...(reason === undefined ? {} : { reason }),
+    });
   }
 
   /** Frames of `type` received so far and not yet consumed. */

@@ -8,7 +8,7 @@
  * lines must reach storage in the order the runner sent them.
  */
 import { DurableObject } from "cloudflare:workers";
-import { and, eq, inArray, sql } from "drizzle-orm";
+import { and, eq, inArray } from "drizzle-orm";
 import {
   PROTOCOL_VERSION,
   parseFrame,
@@ -20,7 +20,7 @@ import { deployments, runners } from "../../schema/tables";
 import { deploymentLog, transition } from "../deployments";
 import { newId } from "../ids";
 import { database, numberSetting } from "../router";
-import { imageTagOf, jobFor, queuedFor, recordResult, wentLive } from "./runner-work";
+import { builtImageTag, jobFor, queuedFor, recordResult, wentLive } from "./runner-work";
 import { RuntimeLogRelay } from "./runtime-log-relay";
 
 type Lease = {
@@ -325,17 +325,17 @@ export class RunnerChannel extends DurableObject<Env> {
 
   async #phase(frame: Extract<RunnerFrame, { type: "job.phase" }>) {
     const lease = this.#lease(frame.leaseId);
-    // The image exists once the candidate starts; a redeploy named its own.
-    const imageTag =
-      frame.phase === "starting" && lease
-        ? {
-            imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(lease.service_id, frame.deploymentId)})`,
-          }
-        : {};
-    if (!frame.commitSha && !("imageTag" in imageTag)) return;
+    // The image exists once the candidate starts.
+    const built = frame.phase === "starting" && lease !== undefined;
+    if (!frame.commitSha && !built) return;
     await database(this.env)
       .update(deployments)
-      .set({ ...(frame.commitSha ? { commitSha: frame.commitSha } : {}), ...imageTag })
+      .set({
+        ...(frame.commitSha ? { commitSha: frame.commitSha } : {}),
+        ...(built
+          ? { imageTag: builtImageTag(lease.service_id, frame.deploymentId) }
+          : {}),
+      })
       .where(
         and(
           eq(deployments.id, frame.deploymentId),
@@ -421,7 +421,8 @@ export class RunnerChannel extends DurableObject<Env> {
 
       const leaseId = newId("lse");
       this.#sql.exec(
-        "INSERT INTO leases (lease_id, deployment_id, service_id, state, expires_at) VALUES (?, ?, ?, 'offered', ?)",
+        `INSERT INTO leases (lease_id, deployment_id, service_id, state, expires_at)
+         VALUES (?, ?, ?, 'offered', ?)`,
         leaseId,
         candidate.deploymentId,
         candidate.service.id,
@@ -565,7 +566,8 @@ export class RunnerChannel extends DurableObject<Env> {
 
   #setFact(key: string, value: string): void {
     this.#sql.exec(
-      "INSERT INTO facts (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      `INSERT INTO facts (key, value) VALUES (?, ?)
+       ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
       key,
       value,
     );

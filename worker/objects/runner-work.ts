@@ -22,6 +22,10 @@ type ResultFrame = Extract<RunnerFrame, { type: "job.result" }>;
 export const imageTagOf = (serviceId: string, deploymentId: string) =>
   `aeroplane-${serviceId}-${deploymentId}`;
 
+/** The deployment's image tag, keeping one a redeploy already named. */
+export const builtImageTag = (serviceId: string, deploymentId: string) =>
+  sql`COALESCE(${deployments.imageTag}, ${imageTagOf(serviceId, deploymentId)})`;
+
 export const stableContainerOf = (serviceId: string) => `aeroplane-${serviceId}-stable`;
 
 /**
@@ -108,7 +112,7 @@ export async function recordResult(
   }
   const live = await transition(env, deploymentId, ["building"], "running", {
     ...commit,
-    imageTag: sql`COALESCE(${deployments.imageTag}, ${imageTagOf(serviceId, deploymentId)})`,
+    imageTag: builtImageTag(serviceId, deploymentId),
     containerName: stableContainerOf(serviceId),
   });
   if (!live) return false;
